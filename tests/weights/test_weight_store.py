@@ -1,0 +1,237 @@
+"""Cache folder, downloads against a local HTTP server, checksums and safetensors files."""
+from __future__ import annotations
+
+import hashlib
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import torch
+
+from ppyoloe_sod.errors import WeightsError
+from ppyoloe_sod.weights import store
+from ppyoloe_sod.weights.pdparams import save_pdparams
+from ppyoloe_sod.weights.store import (cache_dir, download, fetch_weights, load_safetensors, save_safetensors,
+                                       sha256_file)
+
+PAYLOAD = bytes(range(256)) * 4099  # ~1 MB, not a multiple of the read chunk
+
+
+class _Server:
+    """A tiny HTTP server on 127.0.0.1: serves ``files``, counts GETs per path, 404 otherwise."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+        self.hits: dict[str, int] = {}
+        self.short: set[str] = set()  # paths answered with fewer bytes than Content-Length
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server API
+                outer.hits[self.path] = outer.hits.get(self.path, 0) + 1
+                body = outer.files.get(self.path)
+                if body is None:
+                    self.send_error(404, "Not Found")
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[: len(body) // 2] if self.path in outer.short else body)
+
+            def log_message(self, *args) -> None:  # keep test output quiet
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                       daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Server]:
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    srv = _Server({"/w/model.pdparams": PAYLOAD})
+    srv.thread.start()
+    yield srv
+    srv.httpd.shutdown()
+    srv.httpd.server_close()
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    d = tmp_path / "cache"
+    monkeypatch.setenv(store.CACHE_ENV, str(d))
+    return d
+
+
+def test_cache_dir_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(store.CACHE_ENV, str(tmp_path / "mine"))
+    assert cache_dir() == tmp_path / "mine"
+    monkeypatch.delenv(store.CACHE_ENV)
+    monkeypatch.setenv("HOME", str(tmp_path / "h"))
+    assert cache_dir() == tmp_path / "h" / ".cache" / "ppyoloe_sod"
+
+
+def test_sha256_file_matches_hashlib(tmp_path: Path) -> None:
+    data = PAYLOAD * 3  # spans several read chunks
+    p = tmp_path / "f.bin"
+    p.write_bytes(data)
+    assert sha256_file(p) == hashlib.sha256(data).hexdigest()
+
+
+def test_download_writes_file_and_verifies_sha(server: _Server, tmp_path: Path) -> None:
+    dst = tmp_path / "dl" / "model.pdparams"
+    out = download(server.url("/w/model.pdparams"), dst, sha256=hashlib.sha256(PAYLOAD).hexdigest().upper())
+    assert out == dst
+    assert dst.read_bytes() == PAYLOAD
+    assert [p.name for p in dst.parent.iterdir()] == ["model.pdparams"]  # no temp file left
+
+
+def test_fetch_weights_downloads_once(server: _Server, home: Path) -> None:
+    url = server.url("/w/model.pdparams")
+    first = fetch_weights(url)
+    second = fetch_weights(url)
+    assert first == second == home / "model.pdparams"
+    assert first.read_bytes() == PAYLOAD
+    assert server.hits == {"/w/model.pdparams": 1}
+
+
+def test_404_names_url_and_cache_path(server: _Server, home: Path) -> None:
+    url = server.url("/w/missing.pdparams")
+    with pytest.raises(WeightsError) as e:
+        fetch_weights(url)
+    msg = str(e.value)
+    assert url in msg and "404" in msg
+    assert str(home / "missing.pdparams") in msg
+    assert not (home / "missing.pdparams").exists()
+
+
+def test_sha_mismatch_leaves_no_file(server: _Server, home: Path) -> None:
+    url = server.url("/w/model.pdparams")
+    with pytest.raises(WeightsError, match="sha256") as e:
+        fetch_weights(url, sha256="0" * 64)
+    assert url in str(e.value) and str(home / "model.pdparams") in str(e.value)
+    assert list(home.iterdir()) == []
+    # the right checksum then works, and the failed attempt did not poison the cache
+    assert fetch_weights(url, sha256=hashlib.sha256(PAYLOAD).hexdigest()).read_bytes() == PAYLOAD
+
+
+def test_short_response_is_rejected(server: _Server, tmp_path: Path) -> None:
+    server.short.add("/w/model.pdparams")
+    dst = tmp_path / "model.pdparams"
+    with pytest.raises(WeightsError) as e:
+        download(server.url("/w/model.pdparams"), dst)
+    assert server.url("/w/model.pdparams") in str(e.value)
+    assert not dst.exists() and list(tmp_path.iterdir()) == []
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_port_fails_with_manual_hint(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("http_proxy", raising=False)
+    url = f"http://127.0.0.1:{_free_port()}/w/model.pdparams"
+    with pytest.raises(WeightsError) as e:
+        fetch_weights(url)
+    msg = str(e.value)
+    assert "Cannot reach" in msg and url in msg
+    assert f"place it at {home / 'model.pdparams'}" in msg
+    assert not home.exists() or list(home.iterdir()) == []
+
+
+def test_silent_server_times_out_instead_of_hanging(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("http_proxy", raising=False)
+    with socket.socket() as s:  # accepts TCP connections (kernel backlog) but never answers
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/x.pdparams"
+        with pytest.raises(WeightsError, match="timed out") as e:
+            download(url, tmp_path / "x.pdparams", timeout=0.3)
+    assert url in str(e.value)
+    assert not (tmp_path / "x.pdparams").exists()
+
+
+def test_connect_timeout_is_short(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The connection is opened with the short connect timeout, then reads use the caller's timeout."""
+    seen: list[float | None] = []
+
+    def fake_create_connection(address, timeout=None, source_address=None, **kw):
+        seen.append(timeout)
+        raise ConnectionRefusedError("refused")
+
+    monkeypatch.setattr(socket, "create_connection", fake_create_connection)
+    with pytest.raises(WeightsError):
+        download("http://192.0.2.1/x.pdparams", Path("/nonexistent/x.pdparams"), timeout=60)
+    assert seen == [store.CONNECT_TIMEOUT] and store.CONNECT_TIMEOUT < 60
+
+
+def test_stalled_dns_lookup_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Socket timeouts do not cover name lookups; an offline resolver must not make the download hang."""
+    release = threading.Event()
+
+    def stalled_getaddrinfo(*args, **kwargs):
+        release.wait(30)
+        raise socket.gaierror("released")
+
+    monkeypatch.setattr(socket, "getaddrinfo", stalled_getaddrinfo)
+    monkeypatch.setattr(store, "CONNECT_TIMEOUT", 0.2)
+    try:
+        with pytest.raises(WeightsError, match="DNS lookup of weights.example.invalid timed out"):
+            download("http://weights.example.invalid/m.pdparams", tmp_path / "m.pdparams")
+    finally:
+        release.set()
+    assert not (tmp_path / "m.pdparams").exists()
+
+
+# --- safetensors -------------------------------------------------------------------------------------------
+
+def test_safetensors_round_trip(tmp_path: Path) -> None:
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(6, 4, generator=g)
+    state = {"a.weight": w, "a.tied": w, "b.bias": torch.randn(3, generator=g).double(),
+             "bn.num_batches_tracked": torch.tensor(5), "t.transposed": w.t()}
+    meta = {"model": "PP-YOLOE_plus_SOD-S", "classes": '["pedestrian"]', "source_sha256": "ab" * 32}
+    path = tmp_path / "m.safetensors"
+    save_safetensors(state, path, meta)
+    loaded, loaded_meta = load_safetensors(path)
+    assert loaded_meta == meta
+    assert sorted(loaded) == sorted(state)
+    for k, v in state.items():
+        assert loaded[k].dtype == v.dtype and loaded[k].shape == v.shape, k
+        assert torch.equal(loaded[k], v), k
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
+
+
+def test_safetensors_bad_metadata_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "m.safetensors"
+    with pytest.raises(WeightsError, match="'classes'"):
+        save_safetensors({"w": torch.ones(1)}, path, {"classes": ["a", "b"]})  # type: ignore[dict-item]
+    assert not path.exists()
+
+
+def test_load_safetensors_errors(tmp_path: Path) -> None:
+    with pytest.raises(WeightsError, match="not found"):
+        load_safetensors(tmp_path / "none.safetensors")
+    good = tmp_path / "good.safetensors"
+    save_safetensors({"w": torch.arange(100.0)}, good, {})
+    truncated = tmp_path / "cut.safetensors"
+    truncated.write_bytes(good.read_bytes()[:-50])
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"hello world, not a weights file" * 3)
+    for bad in (truncated, garbage):
+        with pytest.raises(WeightsError, match="not a valid safetensors file") as e:
+            load_safetensors(bad)
+        assert bad.name in str(e.value)
+    pd = tmp_path / "model.pdparams"
+    save_pdparams({"w": torch.ones(2).numpy()}, pd)
+    with pytest.raises(WeightsError, match="pickle"):
+        load_safetensors(pd)
