@@ -213,7 +213,7 @@ def detections_to_coco_results(
 
     Rows with class < 0 (Paddle's "no detection" row) are skipped; w = x2 - x1 is computed in float64.
     """
-    unknown = [k for k in detections if _as_image_id(k) not in image_ids]
+    unknown = [k for k in detections if as_image_id(k) not in image_ids]
     if unknown:
         raise DatasetError(
             f"detections given for {len(unknown)} image id(s) not in {source}: {sorted(map(str, unknown))[:5]}; "
@@ -222,8 +222,8 @@ def detections_to_coco_results(
     results: list[dict[str, Any]] = []
     num_classes = len(cat_ids)
     for key, dets in detections.items():
-        image_id = _as_image_id(key)
-        arr = _as_float64_rows(dets, image_id)
+        image_id = as_image_id(key)
+        arr = as_detection_array(dets, image_id)
         arr = arr[arr[:, 0].astype(np.int64) >= 0]
         if not len(arr):
             continue
@@ -247,7 +247,8 @@ def detections_to_coco_results(
     return results
 
 
-def _as_image_id(key: Any) -> int:
+def as_image_id(key: Any) -> int:
+    """A detections key as a plain int; anything but an integer (e.g. a file name) is a clear error."""
     if isinstance(key, (bool, np.bool_)) or not isinstance(key, (int, np.integer)):
         raise DatasetError(
             f"detections key {key!r} ({type(key).__name__}) is not an integer image id; key detections by the "
@@ -256,7 +257,8 @@ def _as_image_id(key: Any) -> int:
     return int(key)
 
 
-def _as_float64_rows(dets: Any, image_id: int) -> np.ndarray:
+def as_detection_array(dets: Any, image_id: int | str) -> np.ndarray:
+    """One image's detections (ndarray, tensor or nested list) as float64 [N, 6]; float32 values stay exact."""
     if hasattr(dets, "detach"):  # a torch tensor, without importing torch here
         dets = dets.detach().cpu().numpy()
     arr = np.asarray(dets, dtype=np.float64)
