@@ -1,7 +1,12 @@
 """Generated COCO ground truth and detections for the evaluation tests (no files from outside the test)."""
 from __future__ import annotations
 
+import contextlib
+import io
+
 import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 CAT_IDS = (1, 3, 7, 8)  # deliberately not contiguous: class index k maps to the k-th sorted id
 CAT_NAMES = ("pedestrian", "car", "bus", "motor")
@@ -59,3 +64,36 @@ def make_detections(gt: dict, seed: int = 1, extra_fp: int = 30, many_on: int | 
         arr = np.asarray(rows, dtype=np.float32).reshape(-1, 6)
         out[image_id] = arr[np.argsort(-arr[:, 1], kind="stable")]
     return out
+
+
+def gt_as_detections(gt: dict, class_shift: int = 0) -> dict[int, np.ndarray]:
+    """The ground truth itself as [N, 6] rows (score 0.9), optionally with every class index shifted."""
+    index = {c: k for k, c in enumerate(sorted(CAT_IDS))}
+    out = {im["id"]: [] for im in gt["images"]}
+    for a in gt["annotations"]:
+        x, y, w, h = a["bbox"]
+        out[a["image_id"]].append([(index[a["category_id"]] + class_shift) % 4, 0.9, x, y, x + w, y + h])
+    return {k: np.asarray(v, dtype=np.float64).reshape(-1, 6) for k, v in out.items()}
+
+
+def direct_cocoeval(gt_path, dets, max_dets=None, cat_ids=None, area_rng=None) -> COCOeval:
+    """The reference: pycocotools as a user would call it, results built row by row from the arrays."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(str(gt_path))
+        cats = sorted(coco.getCatIds())
+        res = []
+        for image_id, arr in dets.items():
+            for c, s, x1, y1, x2, y2 in np.asarray(arr).tolist():
+                res.append({"image_id": image_id, "category_id": cats[int(c)], "bbox": [x1, y1, x2 - x1, y2 - y1],
+                            "score": s})
+        ev = COCOeval(coco, coco.loadRes(res), "bbox")
+        if max_dets is not None:
+            ev.params.maxDets = list(max_dets)
+        if cat_ids is not None:
+            ev.params.catIds = list(cat_ids)
+        if area_rng is not None:
+            ev.params.areaRng = area_rng
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return ev

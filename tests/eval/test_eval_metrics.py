@@ -1,43 +1,15 @@
 """Our COCO numbers against direct pycocotools runs on the same generated detections."""
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 
 import numpy as np
 import pytest
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
-
-from eval_synth import CAT_IDS, make_detections, make_gt
+from eval_synth import CAT_IDS, direct_cocoeval, gt_as_detections, make_detections, make_gt
 from ppyoloe_sod.errors import DatasetError
 from ppyoloe_sod.eval.metrics import COCO_MAX_DETS, MAX_DETS_500, SMALL_OBJECT_BANDS, SizeBand, evaluate_detections
 
 NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
-
-
-def direct_cocoeval(gt_path, dets, max_dets=None, cat_ids=None, area_rng=None) -> COCOeval:
-    """The reference: pycocotools as a user would call it, results built row by row from the arrays."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO(str(gt_path))
-        cats = sorted(coco.getCatIds())
-        res = []
-        for image_id, arr in dets.items():
-            for c, s, x1, y1, x2, y2 in np.asarray(arr).tolist():
-                res.append({"image_id": image_id, "category_id": cats[int(c)], "bbox": [x1, y1, x2 - x1, y2 - y1],
-                            "score": s})
-        ev = COCOeval(coco, coco.loadRes(res), "bbox")
-        if max_dets is not None:
-            ev.params.maxDets = list(max_dets)
-        if cat_ids is not None:
-            ev.params.catIds = list(cat_ids)
-        if area_rng is not None:
-            ev.params.areaRng = area_rng
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return ev
 
 
 @pytest.fixture(scope="module")
@@ -107,15 +79,6 @@ def test_size_bands_equal_pycocotools_area_ranges(case):
         assert (band.AP, band.AR) == (ref[3], ref[9]), band.name
         assert band.num_gt == sum(1 for a in gt["annotations"] if not a["iscrowd"] and band.lo <= a["area"] <= band.hi)
     assert all(b.num_gt > 0 for b in ours.size_bands)
-
-
-def gt_as_detections(gt: dict, class_shift: int = 0) -> dict[int, np.ndarray]:
-    index = {c: k for k, c in enumerate(sorted(CAT_IDS))}
-    out = {im["id"]: [] for im in gt["images"]}
-    for a in gt["annotations"]:
-        x, y, w, h = a["bbox"]
-        out[a["image_id"]].append([(index[a["category_id"]] + class_shift) % 4, 0.9, x, y, x + w, y + h])
-    return {k: np.asarray(v, dtype=np.float64).reshape(-1, 6) for k, v in out.items()}
 
 
 def test_perfect_detections_score_one_and_wrong_classes_zero():

@@ -1,0 +1,142 @@
+"""Run any detector over a COCO-format val split and score it: the one evaluation loop for every backend.
+
+The backend is a plain function ``detect_fn(list of BGR uint8 HxWx3 arrays) -> list of [N, 6] arrays``
+(class_index, score, x1, y1, x2, y2 in original-image pixels), so a torch model, an ONNX / TensorRT session or
+sliced inference all plug in the same way. Images are read one batch ahead on a worker thread while the
+backend runs.
+"""
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from ppyoloe_sod.errors import DatasetError
+from ppyoloe_sod.eval.metrics import (
+    MAX_DETS_500,
+    SMALL_OBJECT_BANDS,
+    SizeBand,
+    as_detection_array,
+    evaluate_detections,
+    load_gt_dict,
+)
+from ppyoloe_sod.eval.plots import plot_pr_curves
+from ppyoloe_sod.eval.visdrone import evaluate_visdrone, ignored_regions_from_gt
+from ppyoloe_sod.fileio import atomic_write_json
+from ppyoloe_sod.imageio import read_image
+
+DetectFn = Callable[[list[np.ndarray]], Sequence[Any]]
+RESULT_NAME = "evaluate_result.json"
+PR_CURVES_NAME = "pr_curves.png"
+
+
+def run_detector(
+    detect_fn: DetectFn, paths: Sequence[Path], batch_size: int = 8, progress: bool = True
+) -> tuple[list[np.ndarray], dict[str, float]]:
+    """``detect_fn`` over the images at ``paths`` in batches; returns per-image [N, 6] arrays and timings."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    batches = [list(paths[i : i + batch_size]) for i in range(0, len(paths), batch_size)]
+    outputs: list[np.ndarray] = []
+    detect_s = 0.0
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=1) as pool, tqdm(
+        total=len(paths), unit="img", desc="evaluate", disable=not progress
+    ) as bar:
+        pending = pool.submit(_read_batch, batches[0]) if batches else None
+        for i, batch in enumerate(batches):
+            images = pending.result()
+            pending = pool.submit(_read_batch, batches[i + 1]) if i + 1 < len(batches) else None
+            t0 = time.perf_counter()
+            result = detect_fn(images)
+            dets = [as_detection_array(d, str(p)) for d, p in zip(_check_output(result, batch), batch)]
+            detect_s += time.perf_counter() - t0
+            outputs.extend(dets)
+            bar.update(len(batch))
+    total_s = time.perf_counter() - start
+    n = max(len(paths), 1)
+    timing = {
+        "images": len(paths),
+        "batch_size": batch_size,
+        "detect_ms_per_image": 1000.0 * detect_s / n,
+        "total_ms_per_image": 1000.0 * total_s / n,
+        "total_s": total_s,
+    }
+    return outputs, timing
+
+
+def _read_batch(paths: Sequence[Path]) -> list[np.ndarray]:
+    return [read_image(p) for p in paths]
+
+
+def _check_output(result: Any, batch: Sequence[Path]) -> Sequence[Any]:
+    if result is None or not hasattr(result, "__len__") or len(result) != len(batch):
+        got = "None" if result is None else f"{len(result)} results" if hasattr(result, "__len__") else type(result)
+        raise ValueError(
+            f"detect_fn returned {got} for a batch of {len(batch)} images (first: {batch[0]}); it must return "
+            f"one [N, 6] array per input image, in order"
+        )
+    return result
+
+
+def evaluate(
+    detect_fn: DetectFn,
+    ann_file: str | os.PathLike,
+    image_root: str | os.PathLike,
+    batch_size: int = 8,
+    output_dir: str | os.PathLike | None = None,
+    class_names: Sequence[str] | None = None,
+    max_dets: Sequence[int] = MAX_DETS_500,
+    size_bands: Sequence[SizeBand] | None = SMALL_OBJECT_BANDS,
+    visdrone: bool | None = None,
+    plot: bool = True,
+    progress: bool = True,
+    verbose: bool = True,
+) -> dict[str, Any]:
+    """Detect on every image of ``ann_file`` (paths relative to ``image_root``) and compute the metrics.
+
+    ``visdrone=None`` applies the VisDrone protocol when the json carries ``ignored_regions``. With
+    ``output_dir``, writes ``evaluate_result.json`` (done_flag + metrics, atomically) and ``pr_curves.png``.
+    Returns that report dict; prints the tables when ``verbose``.
+    """
+    data, source = load_gt_dict(ann_file)
+    root = Path(image_root)
+    paths = [root / str(im.get("file_name", "")) for im in data["images"]]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise DatasetError(
+            f"{len(missing)} of {len(paths)} images listed in {source} are not under {root}: {missing[:5]}; "
+            f"point image_root at the folder the json's file_name values are relative to"
+        )
+    outputs, timing = run_detector(detect_fn, paths, batch_size, progress)
+    detections = {int(im["id"]): d for im, d in zip(data["images"], outputs)}
+
+    coco = evaluate_detections(data, detections, max_dets, size_bands, class_names)
+    report: dict[str, Any] = {"done_flag": True, "metrics": coco.as_dict()}
+    if visdrone is None:
+        visdrone = bool(ignored_regions_from_gt(data, source))
+    if visdrone:
+        vis = evaluate_visdrone(data, detections, class_names=class_names)
+        report["visdrone"] = vis.as_dict()
+    report["timing"] = timing
+    report["dataset"] = {"annotation_file": str(ann_file), "image_root": str(root), "num_images": len(paths)}
+    if output_dir is not None:
+        out = Path(output_dir)
+        if plot:
+            plot_pr_curves(coco, out / PR_CURVES_NAME)
+            report["pr_curves"] = str(out / PR_CURVES_NAME)
+        atomic_write_json(out / RESULT_NAME, report)
+    if verbose:
+        print(coco.table())
+        if visdrone:
+            print(vis.table())
+        print(
+            f"{timing['images']} images, batch {batch_size}: detect {timing['detect_ms_per_image']:.1f} ms/image, "
+            f"total {timing['total_ms_per_image']:.1f} ms/image"
+        )
+    return report
