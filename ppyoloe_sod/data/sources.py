@@ -1,0 +1,192 @@
+"""Turn whatever a user passes to ``predict`` into a lazy stream of (BGR image, input_path, page_index).
+
+Accepted, as in PaddleX: a numpy array (BGR, HxW or HxWxC), an image file path, an http(s) URL, a directory
+(its images and PDFs, recursively, in sorted path order), a PDF (one item per page, ``page_index`` from 0), or
+a list mixing these. Expansion (:func:`expand_inputs`) only lists names and counts PDF pages; pixels are read
+when an item is loaded, so a large directory is never held in memory.
+
+Differences from PaddleX, on purpose: a bad entry raises a clear ``ImageReadError`` instead of being logged and
+skipped; files without an image suffix in a directory are skipped with one warning naming them; a URL result
+keeps the URL as ``input_path`` (PaddleX reports its download cache path).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from ..errors import ImageReadError
+from ..imageio import decode_image, is_image_file, read_image, to_bgr_uint8
+
+log = logging.getLogger(__name__)
+
+PDF_SCALE = 2.0  # PaddleX's PDF render zoom (144 dpi)
+PDF_MAX_PIXELS = 178_956_970  # a page is rendered smaller rather than above this many pixels
+URL_TIMEOUT_S = 30.0
+URL_MAX_BYTES = 100 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Source:
+    """One image to be read: where it comes from, not its pixels (except for in-memory arrays)."""
+
+    kind: str  # "array" | "file" | "url" | "pdf"
+    ref: Any  # the ndarray, file path or URL
+    input_path: str | None
+    page_index: int | None = None
+    data: bytes | None = None  # a downloaded PDF, shared by its pages
+
+
+def _is_url(text: str) -> bool:
+    return text.lower().startswith(("http://", "https://"))
+
+
+def _is_pdf(text: str) -> bool:
+    return urllib.parse.urlparse(text).path.lower().endswith(".pdf") if _is_url(text) else text.lower().endswith(".pdf")
+
+
+def fetch_url(url: str, timeout: float = URL_TIMEOUT_S, max_bytes: int = URL_MAX_BYTES) -> bytes:
+    """Download ``url`` into memory; ImageReadError naming the URL on any network error or oversize body."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            length = resp.headers.get("Content-Length")
+            if length and length.isdigit() and int(length) > max_bytes:
+                raise ImageReadError(f"{url} is {int(length)} bytes, over the {max_bytes}-byte limit for inputs.")
+            data = resp.read(max_bytes + 1)
+    except ImageReadError:
+        raise
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        raise ImageReadError(
+            f"Cannot download input {url}: {reason}. Check the URL and the network, or download the file and "
+            f"pass its local path."
+        ) from e
+    if len(data) > max_bytes:
+        raise ImageReadError(f"{url} is larger than the {max_bytes}-byte limit for inputs.")
+    return data
+
+
+def _open_pdf(src: str | bytes, name: str) -> Any:
+    try:
+        import pypdfium2 as pdfium
+    except ImportError as e:
+        raise ImageReadError(f"Reading {name} needs pypdfium2: pip install pypdfium2") from e
+    try:
+        return pdfium.PdfDocument(src)
+    except Exception as e:  # pdfium raises its own PdfiumError
+        raise ImageReadError(f"Cannot open PDF {name}: {e}") from e
+
+
+def _pdf_sources(path_or_url: str) -> list[Source]:
+    data = fetch_url(path_or_url) if _is_url(path_or_url) else None
+    if data is None and not os.path.isfile(path_or_url):
+        raise ImageReadError(f"PDF file not found: {path_or_url!r}.")
+    doc = _open_pdf(data if data is not None else path_or_url, path_or_url)
+    try:
+        n = len(doc)
+    finally:
+        doc.close()
+    if n == 0:
+        raise ImageReadError(f"PDF {path_or_url} has no pages.")
+    return [Source("pdf", path_or_url, path_or_url, i, data) for i in range(n)]
+
+
+def _dir_sources(directory: Path) -> list[Source]:
+    files = sorted(p for p in directory.rglob("*") if p.is_file() and not p.name.startswith("."))
+    keep = [p for p in files if is_image_file(p) or p.suffix.lower() == ".pdf"]
+    skipped = [p for p in files if not (is_image_file(p) or p.suffix.lower() == ".pdf")]
+    if skipped:
+        names = ", ".join(str(p.relative_to(directory)) for p in skipped[:5])
+        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        log.warning("%s: skipped %d non-image file(s): %s%s", directory, len(skipped), names, more)
+    if not keep:
+        raise ImageReadError(
+            f"Directory {str(directory)!r} contains no image or PDF files"
+            f"{' (only ' + str(len(skipped)) + ' other files)' if skipped else ' (it is empty)'}."
+        )
+    out: list[Source] = []
+    for p in keep:
+        out.extend(_pdf_sources(str(p)) if p.suffix.lower() == ".pdf" else [Source("file", str(p), str(p))])
+    return out
+
+
+def _expand_one(item: Any) -> list[Source]:
+    if isinstance(item, np.ndarray):
+        return [Source("array", item, None)]
+    if isinstance(item, os.PathLike):
+        item = os.fspath(item)
+    if not isinstance(item, str):
+        raise ImageReadError(
+            f"Unsupported input of type {type(item).__name__}: pass a numpy array (BGR), an image or PDF path, "
+            f"an http(s) URL, a directory, or a list of these."
+        )
+    if _is_url(item):
+        return _pdf_sources(item) if _is_pdf(item) else [Source("url", item, item)]
+    path = Path(item)
+    if path.is_dir():
+        return _dir_sources(path)
+    if not path.exists():
+        raise ImageReadError(f"Input not found: {item!r} is neither an existing file or directory nor a URL.")
+    if _is_pdf(item):
+        return _pdf_sources(item)
+    return [Source("file", item, item)]
+
+
+def expand_inputs(inputs: Any) -> list[Source]:
+    """List every image (or PDF page) that ``inputs`` stands for, in order, without reading pixels."""
+    items: Sequence[Any] = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+    if isinstance(inputs, (list, tuple)) and not inputs:
+        raise ImageReadError("The input list is empty: nothing to predict.")
+    out: list[Source] = []
+    for item in items:
+        out.extend(_expand_one(item))
+    return out
+
+
+def _render_pdf_page(src: Source) -> np.ndarray:
+    doc = _open_pdf(src.data if src.data is not None else src.ref, src.ref)
+    try:
+        page = doc[src.page_index]
+        try:
+            w, h = page.get_size()
+            scale = PDF_SCALE
+            if math.ceil(w * scale) * math.ceil(h * scale) > PDF_MAX_PIXELS:
+                scale = math.sqrt(PDF_MAX_PIXELS / (w * h)) * 0.999
+            arr = page.render(scale=scale).to_numpy()  # BGR(x) order by default in pdfium
+        finally:
+            page.close()
+    finally:
+        doc.close()
+    return to_bgr_uint8(arr, f"{src.ref} page {src.page_index}")
+
+
+def load_source(src: Source) -> np.ndarray:
+    """The BGR uint8 HxWx3 pixels of one source."""
+    if src.kind == "array":
+        return to_bgr_uint8(src.ref, "given as a numpy array")
+    if src.kind == "file":
+        return read_image(src.ref)
+    if src.kind == "url":
+        return decode_image(fetch_url(src.ref), src.ref)
+    if src.kind == "pdf":
+        return _render_pdf_page(src)
+    raise ValueError(f"unknown source kind {src.kind!r}")
+
+
+def iter_images(sources: Iterable[Source]) -> Iterator[tuple[np.ndarray, str | None, int | None]]:
+    """Load sources one by one: (BGR image, input_path, page_index)."""
+    for src in sources:
+        yield load_source(src), src.input_path, src.page_index
+
+
+def iter_inputs(inputs: Any) -> Iterator[tuple[np.ndarray, str | None, int | None]]:
+    """Expand ``inputs`` and read them lazily; the convenience form of expand_inputs + iter_images."""
+    return iter_images(expand_inputs(inputs))
