@@ -11,9 +11,9 @@ The reader follows PaddleDetection's ``COCODataSet`` (which PaddleX's ``COCODetD
 - images whose file is missing are skipped with a warning; images left without boxes are dropped unless
   ``allow_empty`` (evaluation keeps them so that false positives on them count).
 
-Beyond PaddleDetection, a json may carry a top-level ``ignored_regions`` list (written by the VisDrone
-converter): ``{"id", "image_id", "bbox": [x, y, w, h], ...}``. They are not objects to learn; evaluation can use
-them to drop detections that fall inside.
+Beyond PaddleDetection, a json may carry top-level per-image lists written by the VisDrone converter, entries
+``{"id", "image_id", "bbox": [x, y, w, h], ...}``: ``ignored_regions`` (not objects to learn; evaluation can use
+them to drop detections that fall inside) and ``other_objects`` (VisDrone's "others", kept for the record).
 """
 from __future__ import annotations
 
@@ -38,6 +38,8 @@ MEDIUM_AREA = 96 ** 2
 SIZE_BUCKETS = ("small", "medium", "large")
 
 _BOX_EPS = 1e-5  # PaddleDetection's minimum box width/height
+# Top-level lists of per-image entries that travel with their image (split, converters).
+PER_IMAGE_LISTS = ("ignored_regions", "other_objects")
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,20 @@ def structure_problems(data: Any, file: str) -> list[Problem]:
         if _is_int(ann.get("category_id")) and ann["category_id"] not in cat_ids:
             problems.append(Problem(file, f"category_id {ann['category_id']} is not in 'categories' "
                                           f"(known ids: {sorted(cat_ids)})", annotation_id=aid))
+    for key in PER_IMAGE_LISTS:
+        entries = data.get(key, [])
+        if not isinstance(entries, list):
+            problems.append(Problem(file, f"top-level {key!r} must be a list"))
+            continue
+        for i, entry in enumerate(entries):
+            ok = (isinstance(entry, dict) and _is_int(entry.get("image_id")) and isinstance(entry.get("bbox"), list)
+                  and len(entry["bbox"]) == 4 and all(is_number(v) for v in entry["bbox"]))
+            if not ok:
+                problems.append(Problem(file, f"{key}[{i}] = {entry!r} is not {{'image_id': int, "
+                                              f"'bbox': [x, y, w, h]}}"))
+            elif entry["image_id"] not in img_ids:
+                problems.append(Problem(file, f"{key}[{i}] refers to image_id {entry['image_id']}, which is not "
+                                              f"in 'images'", image_id=entry["image_id"]))
     return problems
 
 

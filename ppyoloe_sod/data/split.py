@@ -7,7 +7,7 @@ Rules (PaddleX's, except where noted):
   round(total * train_percent / 100) images and val the rest (PaddleX rounds val separately and can drop an
   image);
 - categories are the union by id (a clash, one id with two names, is an error here); annotation ids are
-  renumbered from 1 in each file; ``ignored_regions`` (VisDrone) move with their images;
+  renumbered from 1 in each file; ``ignored_regions`` and ``other_objects`` (VisDrone) move with their images;
 - the old jsons are kept as ``*.json.bak`` and the new ones written atomically (see ``layout.replace_files``).
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Sequence, TypeVar
 
 from ..errors import ConfigError, DatasetError
-from .coco import load_coco
+from .coco import PER_IMAGE_LISTS, load_coco
 from .layout import SPLIT_FILES, annotation_path, replace_files
 
 log = logging.getLogger(__name__)
@@ -56,9 +56,10 @@ def split_dataset(root: str | os.PathLike, train_percent: int, val_percent: int,
     """Pool both splits of the dataset at ``root`` and cut them again; return counts and backup paths."""
     validate_percentages(train_percent, val_percent)
     root = Path(root)
-    pool: list[tuple[dict, list[dict], list[dict]]] = []  # (image, annotations, ignored regions)
+    pool: list[tuple[dict, list[dict], dict[str, list[dict]]]] = []  # (image, annotations, per-image lists)
     categories: dict[int, dict] = {}
     extras: dict[str, Any] = {}
+    lists_present: set[str] = set()
     offset = 0
     found = []
     for split in ("train", "val"):
@@ -79,15 +80,18 @@ def split_dataset(root: str | os.PathLike, train_percent: int, val_percent: int,
         anns: dict[int, list[dict]] = {}
         for ann in data["annotations"]:
             anns.setdefault(ann["image_id"], []).append(ann)
-        ignored: dict[int, list[dict]] = {}
-        for reg in data.get("ignored_regions", []) or []:
-            ignored.setdefault(reg["image_id"], []).append(reg)
+        lists_present.update(k for k in PER_IMAGE_LISTS if k in data)
+        extra_lists: dict[str, dict[int, list[dict]]] = {k: {} for k in PER_IMAGE_LISTS}
+        for key in PER_IMAGE_LISTS:
+            for entry in data.get(key) or []:
+                extra_lists[key].setdefault(entry["image_id"], []).append(entry)
         max_id = offset
         for img in data["images"]:
             new_id = img["id"] + offset
             max_id = max(max_id, new_id)
             moved = [dict(a, image_id=new_id) for a in anns.get(img["id"], [])]
-            regs = [dict(r, image_id=new_id) for r in ignored.get(img["id"], [])]
+            regs = {k: [dict(r, image_id=new_id) for r in by_img.get(img["id"], [])]
+                    for k, by_img in extra_lists.items()}
             pool.append((dict(img, id=new_id), moved, regs))
         offset = max_id
     if not found:
@@ -105,7 +109,7 @@ def split_dataset(root: str | os.PathLike, train_percent: int, val_percent: int,
     files: dict[Path, bytes] = {}
     summary: dict[str, Any] = {}
     for split, items in parts.items():
-        out = _assemble(items, cat_list, extras)
+        out = _assemble(items, cat_list, extras, lists_present)
         files[annotation_path(root, split)] = json.dumps(out, ensure_ascii=False).encode("utf-8")
         summary[f"{split}_images"] = len(out["images"])
         summary[f"{split}_annotations"] = len(out["annotations"])
@@ -116,13 +120,14 @@ def split_dataset(root: str | os.PathLike, train_percent: int, val_percent: int,
     return summary
 
 
-def _assemble(items: list[tuple[dict, list[dict], list[dict]]], categories: list[dict],
-              extras: dict[str, Any]) -> dict[str, Any]:
+def _assemble(items: list[tuple[dict, list[dict], dict[str, list[dict]]]], categories: list[dict],
+              extras: dict[str, Any], lists_present: set[str]) -> dict[str, Any]:
     out: dict[str, Any] = copy.deepcopy(extras)
     out["images"] = [img for img, _, _ in items]
     out["annotations"] = [dict(a, id=i) for i, a in enumerate((a for _, anns, _ in items for a in anns), 1)]
     out["categories"] = categories
-    regions = [r for _, _, regs in items for r in regs]
-    if regions:
-        out["ignored_regions"] = [dict(r, id=i) for i, r in enumerate(regions, 1)]
+    for key in PER_IMAGE_LISTS:
+        entries = [r for _, _, regs in items for r in regs[key]]
+        if key in lists_present:
+            out[key] = [dict(r, id=i) for i, r in enumerate(entries, 1)]
     return out

@@ -15,9 +15,11 @@ DATASET and write the lists, e.g. ``ls annotations | grep -f val_names.txt | sed
 Rows:
 - categories 1..10 (pedestrian, people, bicycle, car, van, truck, tricycle, awning-tricycle, bus, motor) become
   COCO annotations with category ids 1..10; all 10 categories are always listed, in this order;
-- category 0 (ignored region), any row with score 0, and category 11 (others) are kept out of the annotations
-  and recorded in a top-level ``ignored_regions`` list: ``{"id", "image_id", "bbox", "area",
-  "visdrone_category", "reason": "ignored" | "others"}``, so evaluation can discount detections there;
+- category 0 (ignored region) and any row with score 0 are kept out of the annotations and recorded in a
+  top-level ``ignored_regions`` list, ``{"id", "image_id", "bbox": [x, y, w, h], "area", "visdrone_category"}``,
+  so evaluation can discount detections there (the DET toolkit's ignored regions are category 0);
+- category 11 (others) is kept out too and recorded, in the same form, in a top-level ``other_objects`` list:
+  the DET toolkit neither scores nor ignores them, so they are not mixed with the ignored regions;
 - boxes are clipped to the image; a box left with no width or height is dropped (counted in the stats);
   ``truncation`` and ``occlusion`` are kept on each annotation.
 """
@@ -76,13 +78,13 @@ def convert(root: Path, with_unlabeled: bool = False) -> ConvertedDataset:
     lists, list_files = resolve_lists(root, ".txt", problems, warnings, discover)
     fail_if(problems, "VisDrone")
     img_ids = IdIndexer()
-    stats = {"boxes": 0, "ignored_regions": 0, "others": 0, "clipped_boxes": 0, "dropped_boxes": 0,
+    stats = {"boxes": 0, "ignored_regions": 0, "other_objects": 0, "clipped_boxes": 0, "dropped_boxes": 0,
              "skipped_files": 0}
     splits: dict[str, dict[str, Any]] = {}
     for split in ("train", "val"):
         images: list[dict] = []
         anns: list[dict] = []
-        regions: list[dict] = []
+        extras: dict[str, list[dict]] = {"ignored_regions": [], "other_objects": []}
         for rel in tqdm(lists[split], desc=f"VisDrone {split}", unit="txt", leave=False):
             path = root / rel
             file_name = find_image(root, [path.stem])
@@ -104,10 +106,10 @@ def convert(root: Path, with_unlabeled: bool = False) -> ConvertedDataset:
                 x, y, w, h, score, category = row[:6]
                 category = int(category)
                 if category == IGNORED_CATEGORY or score == 0 or category == OTHERS_CATEGORY:
-                    reason = "others" if category == OTHERS_CATEGORY and score != 0 else "ignored"
-                    stats["others" if reason == "others" else "ignored_regions"] += 1
-                    regions.append({"id": len(regions) + 1, "image_id": image_id, "bbox": [x, y, w, h],
-                                    "area": w * h, "visdrone_category": category, "reason": reason})
+                    kind = "ignored_regions" if category == IGNORED_CATEGORY or score == 0 else "other_objects"
+                    stats[kind] += 1
+                    extras[kind].append({"id": len(extras[kind]) + 1, "image_id": image_id, "bbox": [x, y, w, h],
+                                         "area": w * h, "visdrone_category": category})
                     continue
                 if not 1 <= category <= len(VISDRONE_CLASSES):
                     problems.append(Problem(str(path), f"line {n}: category {category} is not a VisDrone "
@@ -121,7 +123,7 @@ def convert(root: Path, with_unlabeled: bool = False) -> ConvertedDataset:
                 extra = {"truncation": int(row[6]), "occlusion": int(row[7])} if len(row) >= 8 else {}
                 anns.append(box_annotation(len(anns) + 1, image_id, category, cx, cy, cw, ch, **extra))
                 stats["boxes"] += 1
-        splits[split] = coco_json(images, anns, [dict(c) for c in CATEGORIES], ignored_regions=regions)
+        splits[split] = coco_json(images, anns, [dict(c) for c in CATEGORIES], **extras)
     fail_if(problems, "VisDrone")
     if stats["dropped_boxes"]:
         warnings.append(f"{stats['dropped_boxes']} VisDrone boxes had no area inside their image and were dropped.")
