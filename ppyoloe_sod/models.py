@@ -1,0 +1,103 @@
+"""Build a published model and load weights into it from any source a user has.
+
+Sources: nothing (the official file, downloaded once and cached as safetensors), a local ``.pdparams``
+(converted on the fly), a local ``.safetensors`` (ours), a folder holding one of those, or an http(s) URL of
+either. Every path ends in a strict ``load_state_dict``: weights never load partly.
+"""
+from __future__ import annotations
+
+import json
+import os
+import urllib.parse
+from pathlib import Path
+
+import torch
+
+from .errors import WeightsError
+from .nn.detector import Detector
+from .weights.convert import paddle_to_torch, state_dict_from_spec_check
+from .weights.pdparams import load_pdparams
+from .weights.store import cache_dir, fetch_weights, load_safetensors, save_safetensors, sha256_file
+from .zoo import DEFAULT_MODEL, ModelSpec, get_spec
+
+WEIGHT_SUFFIXES = (".safetensors", ".pdparams")
+
+
+def build_model(name: str = DEFAULT_MODEL) -> Detector:
+    """A randomly initialised network of a published model (reference init), in train mode."""
+    spec = get_spec(name)
+    model = Detector(spec.arch)
+    model.spec = spec
+    return model
+
+
+def safetensors_metadata(spec: ModelSpec, source_sha256: str | None = None, **extra: str) -> dict[str, str]:
+    meta = {"model_name": spec.name, "classes": json.dumps(list(spec.classes)), "format": "ppyoloe_sod"}
+    if source_sha256:
+        meta["source_sha256"] = source_sha256
+    meta.update(extra)
+    return meta
+
+
+def convert_pdparams_file(src: str | os.PathLike, dst: str | os.PathLike, model_name: str | None = None) -> str:
+    """Convert a ``.pdparams`` file to our safetensors file; returns the model name (detected or checked)."""
+    converted = paddle_to_torch(load_pdparams(src), model_name, source=str(src))
+    save_safetensors(converted.state_dict, dst,
+                     safetensors_metadata(get_spec(converted.model_name), sha256_file(src),
+                                          source_file=Path(src).name))
+    return converted.model_name
+
+
+def _find_weights_in_dir(folder: Path) -> Path:
+    for preferred in ("model.safetensors", "best_model.safetensors"):
+        if (folder / preferred).is_file():
+            return folder / preferred
+    found = sorted(p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES)
+    if len(found) != 1:
+        what = "no weights file" if not found else f"{len(found)} weights files ({', '.join(p.name for p in found)})"
+        raise WeightsError(f"{folder}: found {what}; expected exactly one .safetensors or .pdparams file "
+                           "(or model.safetensors)")
+    return found[0]
+
+
+def load_state_dict(spec: ModelSpec, weights: str | os.PathLike | None) -> dict[str, torch.Tensor]:
+    """Resolve ``weights`` to a checked torch state_dict for ``spec``."""
+    if weights is None:
+        cached = cache_dir() / f"{spec.name}.safetensors"
+        if not cached.is_file():
+            pdparams = fetch_weights(spec.weights_url, spec.sha256)
+            convert_pdparams_file(pdparams, cached, spec.name)
+        weights = cached
+    text = str(weights)
+    if urllib.parse.urlparse(text).scheme in ("http", "https"):
+        weights = fetch_weights(text)
+    path = Path(weights)
+    if path.is_dir():
+        path = _find_weights_in_dir(path)
+    if not path.exists():
+        raise WeightsError(f"{path}: weights file not found")
+    if path.suffix == ".pdparams":
+        return paddle_to_torch(load_pdparams(path), spec.name, source=str(path)).state_dict
+    if path.suffix == ".safetensors":
+        state, meta = load_safetensors(path)
+        owner = meta.get("model_name")
+        if owner is not None and owner != spec.name:
+            raise WeightsError(f"{path} holds weights of {owner}, not {spec.name}: load it with "
+                               f"load_model('{owner}', ...)")
+        state_dict_from_spec_check(spec, state)
+        return state
+    raise WeightsError(f"{path}: unknown weights format {path.suffix!r}; expected one of {WEIGHT_SUFFIXES}")
+
+
+def load_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike | None = None,
+               device: str | torch.device = "cpu") -> Detector:
+    """A published model with weights loaded, in eval mode.
+
+    ``weights=None`` downloads the official Paddle file once (progress bar), converts it and caches the result
+    under ``$PPYOLOE_SOD_HOME`` (default ``~/.cache/ppyoloe_sod``).
+    """
+    spec = get_spec(name)
+    state = load_state_dict(spec, weights)
+    model = build_model(spec.name)
+    model.load_state_dict(state, strict=True)
+    return model.to(device).eval()

@@ -1,0 +1,87 @@
+"""Builds PaddleDetection's PP-YOLOE+ (SOD) modules with explicit constructor arguments, as a test oracle.
+
+ppdet 2.6.0 ships the model code but no configs, so the numbers of ``ppyoloe_sod.zoo`` are passed by hand. The
+head's prediction layers start at zero and BN statistics at (0, 1) in ppdet; both are randomised here so that a
+comparison can fail (see ../shared/spec/paddle_oracle.md).
+"""
+from __future__ import annotations
+
+import numpy as np
+import paddle
+from ppdet.modeling.assigners import ATSSAssigner, TaskAlignedAssigner_CR
+from ppdet.modeling.backbones.cspresnet import CSPResNet
+from ppdet.modeling.heads.ppyoloe_head import PPYOLOEHead
+from ppdet.modeling.layers import MultiClassNMS
+from ppdet.modeling.necks.custom_pan import CustomCSPPAN
+
+from ppyoloe_sod.zoo import get_spec
+
+
+class PaddleDetector(paddle.nn.Layer):
+    """backbone / neck / yolo_head under the same names as PaddleDetection's YOLOv3 architecture."""
+
+    def __init__(self, name: str, eval_size: tuple[int, int] | None = None):
+        super().__init__()
+        arch = get_spec(name).arch
+        self.backbone = CSPResNet(layers=list(arch.backbone_layers), channels=list(arch.backbone_channels),
+                                  act="swish", return_idx=[1, 2, 3], use_large_stem=True,
+                                  width_mult=arch.width_mult, depth_mult=arch.depth_mult, use_alpha=True)
+        in_ch = [s.channels for s in self.backbone.out_shape]
+        self.neck = CustomCSPPAN(in_channels=in_ch, out_channels=list(arch.neck_out_channels), act="swish",
+                                 stage_num=1, block_num=arch.neck_block_num, spp=True, drop_block=False,
+                                 width_mult=arch.width_mult, depth_mult=arch.depth_mult,
+                                 use_trans=arch.use_transformer, num_layers=arch.transformer_layers,
+                                 nhead=arch.transformer_heads, dim_feedforward=arch.transformer_ffn,
+                                 eval_size=list(eval_size) if eval_size else None)
+        head_in = [s.channels for s in self.neck.out_shape]
+        sod = arch.reg_range[0] != 0
+        self.yolo_head = PPYOLOEHead(
+            in_channels=head_in, num_classes=arch.num_classes, act="swish", fpn_strides=list(arch.strides),
+            grid_cell_scale=5.0, grid_cell_offset=0.5, reg_max=arch.bins - 1,
+            reg_range=list(arch.reg_range) if sod else None, static_assigner_epoch=-1, use_varifocal_loss=True,
+            static_assigner=ATSSAssigner(topk=9, num_classes=arch.num_classes),
+            assigner=TaskAlignedAssigner_CR(topk=13, alpha=1.0, beta=6.0, center_radius=1.0),
+            nms=MultiClassNMS(score_threshold=0.01, nms_top_k=10000, keep_top_k=500, nms_threshold=0.6),
+            eval_size=list(eval_size) if eval_size else None,
+            loss_weight={"class": 1.0, "iou": 2.5, "dfl": 0.5})
+
+    def features(self, images: np.ndarray):
+        """Backbone, neck and head outputs for a float32 NCHW batch (eval mode)."""
+        x = paddle.to_tensor(images)
+        c3c4c5 = self.backbone({"image": x})
+        pans = self.neck(list(c3c4c5))  # the neck overwrites C5 in the list it is given: pass a copy
+        return c3c4c5, pans
+
+
+def randomize(model: paddle.nn.Layer, seed: int = 0) -> None:
+    """Random BN statistics/affine, alphas and head predictors, so every stage carries a distinct signal."""
+    rng = np.random.default_rng(seed)
+    for name, p in model.state_dict().items():
+        shape = p.shape
+        if name.endswith("._mean"):
+            v = rng.normal(0, 0.1, shape)
+        elif name.endswith("._variance"):
+            v = rng.uniform(0.5, 2.0, shape)
+        elif name.endswith(".bn.weight"):
+            v = rng.uniform(0.5, 1.5, shape)
+        elif name.endswith(".bn.bias"):
+            v = rng.normal(0, 0.1, shape)
+        elif name.endswith(".alpha"):
+            v = rng.uniform(0.5, 1.5, shape)
+        elif "yolo_head.pred_cls" in name:
+            v = rng.normal(0, 0.005, shape) if name.endswith("weight") else rng.normal(-1.0, 0.5, shape)
+        elif "yolo_head.pred_reg" in name:
+            # Small weights: the feature signal still moves boxes by pixels (so a wrong stem shows), while the
+            # float32 rounding noise of ~100 layers, amplified by stride 32, stays under the 1e-3 px tolerance.
+            v = rng.normal(0, 0.002, shape) if name.endswith("weight") else rng.normal(0, 1.0, shape)
+        else:
+            continue
+        p.set_value(v.astype("float32"))
+
+
+def build(name: str, eval_size=None, seed: int = 0) -> PaddleDetector:
+    paddle.seed(seed)
+    model = PaddleDetector(name, eval_size)
+    randomize(model, seed)
+    model.eval()
+    return model
