@@ -97,12 +97,13 @@ def evaluate(
     plot: bool = True,
     progress: bool = True,
     verbose: bool = True,
+    engine: str = "pycocotools",
 ) -> dict[str, Any]:
     """Detect on every image of ``ann_file`` (paths relative to ``image_root``) and compute the metrics.
 
     ``visdrone=None`` applies the VisDrone protocol when the json carries ``ignored_regions``. With
     ``output_dir``, writes ``evaluate_result.json`` (done_flag + metrics, atomically) and ``pr_curves.png``.
-    Returns that report dict; prints the tables when ``verbose``.
+    Returns that report dict; prints the tables when ``verbose``. ``engine``: see ``metrics.ENGINES``.
     """
     data, source = load_gt_dict(ann_file)
     root = Path(image_root)
@@ -116,12 +117,12 @@ def evaluate(
     outputs, timing = run_detector(detect_fn, paths, batch_size, progress)
     detections = {int(im["id"]): d for im, d in zip(data["images"], outputs)}
 
-    coco = evaluate_detections(data, detections, max_dets, size_bands, class_names)
+    coco = evaluate_detections(data, detections, max_dets, size_bands, class_names, engine)
     report: dict[str, Any] = {"done_flag": True, "metrics": coco.as_dict()}
     if visdrone is None:
         visdrone = bool(ignored_regions_from_gt(data, source))
     if visdrone:
-        vis = evaluate_visdrone(data, detections, class_names=class_names)
+        vis = evaluate_visdrone(data, detections, class_names=class_names, engine=engine)
         report["visdrone"] = vis.as_dict()
     report["timing"] = timing
     report["dataset"] = {"annotation_file": str(ann_file), "image_root": str(root), "num_images": len(paths)}

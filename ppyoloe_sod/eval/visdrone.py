@@ -169,6 +169,7 @@ def evaluate_visdrone(
     filter_gt: bool = True,
     size_bands: Sequence[SizeBand] | None = None,
     class_names: Sequence[str] | None = None,
+    engine: str = "pycocotools",
 ) -> VisDroneMetrics:
     """VisDrone-style evaluation. ``ignored_regions`` (image_id -> [R, 4] xyxy) defaults to the json's own
     top-level ``ignored_regions`` list; without any, this is the COCO evaluation at 500 detections per image."""
@@ -176,7 +177,7 @@ def evaluate_visdrone(
     if ignored_regions is None:
         ignored_regions = ignored_regions_from_gt(data, source)
     data, dets, report = filter_ignored(data, detections, ignored_regions, threshold, filter_gt)
-    coco = evaluate_detections(data, dets, MAX_DETS_500, size_bands, class_names)
+    coco = evaluate_detections(data, dets, MAX_DETS_500, size_bands, class_names, engine)
     top = MAX_DETS_500[-1]
     return VisDroneMetrics(
         AP=coco.at_max[f"AP@{top}"],

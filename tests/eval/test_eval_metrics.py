@@ -181,4 +181,6 @@ def test_max_dets_must_include_coco_values():
         evaluate_detections(gt, {}, max_dets=(1, 10, 500))
     with pytest.raises(ValueError, match="unique"):
         evaluate_detections(gt, {}, size_bands=[SizeBand("small", 0, 10)])
+    with pytest.raises(ValueError, match="engine must be one of"):
+        evaluate_detections(gt, {}, engine="fast")
     assert COCO_MAX_DETS == (1, 10, 100)
