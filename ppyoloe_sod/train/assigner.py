@@ -26,16 +26,19 @@ class Assignment(NamedTuple):
 
 
 def _points_in_boxes(points: Tensor, boxes: Tensor, radius: Tensor, eps: float) -> tuple[Tensor, Tensor]:
-    """(inside the box, inside the centre square of half-side ``radius``), each float ``[B, n, L]``."""
+    """(inside the box, inside the centre square of half-side ``radius``), each bool ``[B, n, L]``.
+
+    "Inside" means every one of the four distances to the sides exceeds ``eps``.
+    """
     x = points[:, 0].view(1, 1, -1)
     y = points[:, 1].view(1, 1, -1)
     x1, y1, x2, y2 = (boxes[..., i : i + 1] for i in range(4))  # [B, n, 1]
-    inside = torch.stack([x - x1, y - y1, x2 - x, y2 - y], -1).amin(-1) > eps
+    inside = ((x - x1) > eps) & ((y - y1) > eps) & ((x2 - x) > eps) & ((y2 - y) > eps)
     cx = (x1 + x2) * 0.5
     cy = (y1 + y2) * 0.5
     r = radius.view(1, 1, -1)
-    in_center = torch.stack([x - (cx - r), y - (cy - r), (cx + r) - x, (cy + r) - y], -1).amin(-1) > eps
-    return inside.to(boxes.dtype), in_center.to(boxes.dtype)
+    in_center = ((x - (cx - r)) > eps) & ((y - (cy - r)) > eps) & (((cx + r) - x) > eps) & (((cy + r) - y) > eps)
+    return inside, in_center
 
 
 class TaskAlignedAssignerCR(nn.Module):
@@ -98,32 +101,31 @@ class TaskAlignedAssignerCR(nn.Module):
                 torch.zeros(batch, num_anchors, num_classes, dtype=dtype, device=device),
             )
         labels = gt_labels.reshape(batch, num_gt).long()
-        mask = pad_mask.reshape(batch, num_gt, 1).to(dtype)
+        valid = pad_mask.reshape(batch, num_gt, 1) > 0
+        # Padded rows get finite junk metrics; they are excluded from ``positive`` and nothing else reads them.
 
         ious = box_iou(gt_boxes, pred_boxes)  # [B, n, L]; eps 1e-9, inverted boxes count as empty
         # score of each gt's class at every anchor
         cls_scores = pred_scores.transpose(1, 2).gather(1, labels.unsqueeze(-1).expand(-1, -1, num_anchors))
-        metric = cls_scores.pow(self.alpha) * ious.pow(self.beta) * mask
+        metric = cls_scores.pow(self.alpha) * ious.pow(self.beta)
 
         in_gt, in_center = _points_in_boxes(points, gt_boxes, strides * self.center_radius, 1e-9)
-        in_gt = in_gt * mask
-        in_center = in_center * mask
-        no_point_inside = in_gt.sum(-1, keepdim=True) == 0
-        candidate = torch.where(no_point_inside, metric + in_center, metric)
+        no_point_inside = ~in_gt.any(-1, keepdim=True)
+        candidate = torch.where(no_point_inside & in_center, metric + 1.0, metric)
 
         k = min(self.topk, num_anchors)
         topk_idx = candidate.topk(k, dim=-1).indices
-        in_topk = torch.zeros_like(candidate).scatter_(-1, topk_idx, 1.0) * mask
-        positive = in_topk * ((in_center > 0) | (in_gt > 0)).to(dtype)
+        in_topk = torch.zeros_like(in_gt).scatter_(-1, topk_idx, True)
+        positive = in_topk & (in_gt | in_center) & valid  # [B, n, L] bool
 
         # an anchor claimed by several gts keeps the one it overlaps most (first on ties)
         claims = positive.sum(-2)  # [B, L]
-        if bool((claims > 1).any()):
-            best = (ious * positive).argmax(-2)  # [B, L]
-            best_onehot = torch.zeros_like(positive).scatter_(1, best.unsqueeze(1), 1.0)
-            positive = torch.where((claims > 1).unsqueeze(1), best_onehot, positive)
-            claims = positive.sum(-2)
-        gt_index = positive.argmax(-2)  # [B, L]; 0 where nothing is assigned
+        multiple = claims > 1
+        if bool(multiple.any()):
+            best = torch.where(positive, ious, 0.0).argmax(-2)  # [B, L]
+            best_onehot = torch.zeros_like(positive).scatter_(1, best.unsqueeze(1), True)
+            positive = torch.where(multiple.unsqueeze(1), best_onehot, positive)
+        gt_index = positive.to(torch.uint8).argmax(-2)  # [B, L]; 0 where nothing is assigned
 
         is_fg = claims > 0
         assigned_labels = torch.where(is_fg, labels.gather(1, gt_index), torch.full_like(gt_index, bg_index))
@@ -132,8 +134,8 @@ class TaskAlignedAssignerCR(nn.Module):
         keep = [c for c in range(num_classes + 1) if c != bg_index]
         onehot = torch.nn.functional.one_hot(assigned_labels, num_classes + 1)[..., keep].to(dtype)
 
-        metric = metric * positive
+        metric = torch.where(positive, metric, 0.0)
         max_metric = metric.amax(-1, keepdim=True)
-        max_iou = (ious * positive).amax(-1, keepdim=True)
+        max_iou = torch.where(positive, ious, 0.0).amax(-1, keepdim=True)
         soft = (metric / (max_metric + self.eps) * max_iou).amax(-2).unsqueeze(-1)  # [B, L, 1]
         return Assignment(assigned_labels, assigned_boxes, onehot * soft)
