@@ -89,15 +89,16 @@ def check_split(root: str | os.PathLike, split: str, tolerance: float = DEFAULT_
 
     # Image files: exist, decode, size as stated.
     cache = size_cache if size_cache is not None else {}
-    sizes: dict[Any, tuple[float, float]] = {}
+    sizes: dict[Any, tuple[float, float]] = {}  # image id -> stated size, for the box checks
+    id_counts = Counter(im.get("id") for im in images)
     for img in tqdm(images, desc=f"check {split} images", unit="img", leave=False):
         name, iid = img.get("file_name"), img.get("id")
         if not isinstance(name, str) or not name:
             continue
         file = root / IMAGES_DIR / name
         w, h = img.get("width"), img.get("height")
-        if isinstance(w, (int, float)) and isinstance(h, (int, float)):
-            sizes[iid] = (float(w), float(h))
+        if isinstance(w, (int, float)) and isinstance(h, (int, float)) and id_counts[iid] == 1:
+            sizes[iid] = (float(w), float(h))  # a duplicated id has no single size: its boxes are not placed
         if not file.is_file():
             res.problems.append(Problem(str(path), f"image file {file} does not exist", image_id=iid))
             continue
