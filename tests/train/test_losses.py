@@ -161,3 +161,39 @@ def test_loss_on_the_real_detector_backpropagates() -> None:
     assert torch.isfinite(out["loss"])
     assert model.backbone.stem[0].conv.weight.grad.abs().sum() > 0
     assert model.yolo_head.pred_reg[2].weight.grad.abs().sum() > 0
+
+
+def _ddp_worker(rank: int, init_file: str, results) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        cls, reg, points, strides, labels, boxes, mask = _batch()
+        # each rank holds one image; the normaliser is the mean of both ranks' assigned-score sums
+        out = DetectionLoss(C, REG)((cls[rank : rank + 1], reg[rank : rank + 1]), points, strides,
+                                    labels[rank : rank + 1], boxes[rank : rank + 1], mask[rank : rank + 1])
+        results[rank] = {k: v.item() for k, v in out.items()}
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow  # two spawned processes import torch (~40 s on 2 busy cores)
+def test_normaliser_is_averaged_over_ddp_ranks(tmp_path) -> None:
+    import torch.multiprocessing as mp
+
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(_ddp_worker, args=(str(tmp_path / "init"), results), nprocs=2, join=True)
+        results = dict(results)
+    cls, reg, points, strides, labels, boxes, mask = _batch()
+    sums, singles = [], []
+    for r in range(2):
+        seen = []
+        single = DetectionLoss(C, REG, normalizer=lambda s: seen.append(s.item()) or s)(
+            (cls[r : r + 1], reg[r : r + 1]), points, strides, labels[r : r + 1], boxes[r : r + 1], mask[r : r + 1])
+        sums.append(seen[0])
+        singles.append(single)
+    mean = max(sum(sums) / 2, 1.0)
+    for r in range(2):
+        for k in ("loss_cls", "loss_iou", "loss_dfl"):
+            expected = singles[r][k].item() * max(sums[r], 1.0) / mean
+            assert results[r][k] == pytest.approx(expected, rel=1e-5), (r, k)
+    assert sums[0] != sums[1]
