@@ -1,6 +1,7 @@
 """Box geometry and post-processing: DFL decode, IoU, and multi-class NMS with Paddle's semantics."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torchvision
 
@@ -65,8 +66,10 @@ def multiclass_nms(boxes: torch.Tensor, scores: torch.Tensor, nms: NMSSpec = NMS
     top = rank < nms.nms_top_k
     cand_idx, cand_cls, cand_scores = cand_idx[top], cand_cls[top], cand_scores[top]
     cand_boxes = boxes[cand_idx]
-    # torchvision suppresses IoU > threshold and keeps ties, like Paddle's "keep if IoU <= threshold".
-    keep = torchvision.ops.batched_nms(cand_boxes.float(), cand_scores.float(), cand_cls, nms.iou_threshold)
+    # torchvision suppresses IoU > threshold, Paddle keeps IoU <= threshold: the same rule, once the threshold is
+    # the float32 value Paddle compares against (torchvision compares the float IoU with a double).
+    iou_thr = float(np.float32(nms.iou_threshold))
+    keep = torchvision.ops.batched_nms(cand_boxes.float(), cand_scores.float(), cand_cls, iou_thr)
     if keep.numel() > nms.keep_top_k:
         best = torch.argsort(cand_scores[keep], descending=True, stable=True)[: nms.keep_top_k]
         keep = keep[best]
