@@ -183,13 +183,18 @@ def load_gt_dict(gt: str | os.PathLike | Mapping[str, Any]) -> tuple[dict[str, A
     anns = data.get("annotations", [])
     if not isinstance(anns, list):
         raise DatasetError(f"{source}: 'annotations' must be a list, got {type(anns).__name__}")
-    for ann in anns:
-        missing = [k for k in ("image_id", "category_id", "bbox", "area") if k not in ann]
+    seen: set[Any] = set()
+    for i, ann in enumerate(anns):
+        missing = [k for k in ("id", "image_id", "category_id", "bbox", "area") if k not in ann]
         if missing:
             raise DatasetError(
-                f"{source}: annotation id {ann.get('id', '?')} lacks {missing}; COCO evaluation needs them "
-                f"(area is normally w * h of the box)"
+                f"{source}: annotation id {ann.get('id', f'? (entry {i})')} lacks {missing}; COCO evaluation "
+                f"needs them (area is normally w * h of the box)"
             )
+        if ann["id"] in seen:
+            raise DatasetError(f"{source}: annotation id {ann['id']} occurs twice; pycocotools would drop one "
+                               f"of them silently; renumber the annotations")  # fmt: skip
+        seen.add(ann["id"])
     data["annotations"] = [dict(a) for a in anns]
     return data, source
 

@@ -146,6 +146,13 @@ def test_gt_annotation_without_area():
         evaluate_detections(gt, {})
 
 
+def test_gt_duplicate_annotation_ids():
+    gt = make_gt(seed=0)
+    gt["annotations"][5]["id"] = gt["annotations"][4]["id"]
+    with pytest.raises(DatasetError, match=r"annotation id 5 occurs twice"):
+        evaluate_detections(gt, {})
+
+
 def test_unknown_image_id():
     gt = make_gt(seed=0)
     dets = {gt["images"][0]["id"]: np.zeros((0, 6)), 999999: np.array([[0, 0.5, 0, 0, 10, 10]])}
