@@ -176,7 +176,8 @@ def _entries(items: list, kind: str, fields: dict, file: str, problems: list[Pro
         loc = {"image_id": ident} if kind == "image" else {"annotation_id": ident} if kind == "annotation" else {}
         for key, ok in fields.items():
             if key not in item:
-                problems.append(Problem(file, f"{kind} #{i} is missing key {key!r}", **loc))
+                problems.append(Problem(file, f"{kind} #{i} is missing key {key!r}{_FIELD_HINTS.get(key, '')}",
+                                        **loc))
             elif not ok(item[key]):
                 problems.append(Problem(file, f"{kind} #{i} has an invalid {key!r}: {item[key]!r}"
                                               f"{_FIELD_HINTS.get(key, '')}", **loc))
@@ -191,10 +192,10 @@ def _entries(items: list, kind: str, fields: dict, file: str, problems: list[Pro
 
 _FIELD_HINTS = {
     "bbox": " (expected [x, y, width, height], four finite numbers)",
-    "iscrowd": " (expected 0 or 1)",
+    "iscrowd": " (expected 0 or 1; PaddleDetection needs it, 0 for an ordinary box)",
     "width": " (expected a positive number of pixels)",
     "height": " (expected a positive number of pixels)",
-    "area": " (expected a finite number, width * height for a box)",
+    "area": " (expected a finite number, width * height for a box; PaddleDetection needs it)",
     "id": " (expected an integer)",
     "image_id": " (expected an integer)",
     "category_id": " (expected an integer)",

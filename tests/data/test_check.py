@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from data_synth import Img, Obj, coco_dict, draw_image, scene, tree_digest, write_coco_dataset
+from data_synth import Img, Obj, draw_image, scene, tree_digest, write_coco_dataset
 from PIL import Image
 from ppyoloe_sod.data.check_dataset import PASSED_MESSAGE, check_dataset, run_check_dataset
 from ppyoloe_sod.errors import ConfigError
