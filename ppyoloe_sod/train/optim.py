@@ -123,6 +123,7 @@ class ModelEMA:
     value is ``sum_k (1 - d_k) prod_{j>k} d_j x_k`` (state started at zero); the export divides it by
     ``1 - d_{t-1} ** t``, exactly as ppdet's ``ModelEMA.apply``. Entries named ``proj`` /
     ``proj_conv.weight`` (the frozen DFL projection) and integer buffers are taken from the model as is.
+    Build it after the model is on its device (the averages live next to the weights).
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.9998, exclude: Iterable[str] = EMA_EXCLUDED) -> None:
