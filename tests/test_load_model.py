@@ -1,0 +1,185 @@
+"""load_model's sources end to end: the official-weights download (against a local HTTP server), the cache,
+URLs, folders, and failing fast offline with a message that says which file to fetch and where to put it."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import torch
+
+from ppyoloe_sod import zoo
+from ppyoloe_sod.errors import WeightsError
+from ppyoloe_sod.models import load_model
+from ppyoloe_sod.weights.convert import torch_to_paddle
+from ppyoloe_sod.weights.pdparams import save_pdparams
+from ppyoloe_sod.weights.store import CACHE_ENV, load_safetensors
+
+from weights_synth import randomized_model, write_safetensors
+
+S = "PP-YOLOE_plus_SOD-S"
+PD_NAME = "PP-YOLOE_plus_SOD-S_pretrained.pdparams"  # the official file's name, as in the published URL
+
+
+class Server:
+    """HTTP on 127.0.0.1 serving ``files`` by path and counting requests per path."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files, self.hits = files, {}
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server API
+                outer.hits[self.path] = outer.hits.get(self.path, 0) + 1
+                body = outer.files.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def model():
+    return randomized_model(S, seed=11)
+
+
+@pytest.fixture(scope="module")
+def files(model, tmp_path_factory) -> dict[str, bytes]:
+    """The bytes the server offers: a Paddle file (as published) and one of ours."""
+    d = tmp_path_factory.mktemp("served")
+    save_pdparams(torch_to_paddle(model.state_dict()), d / PD_NAME)
+    write_safetensors(model, d / "mine.safetensors")
+    return {f"/official/{PD_NAME}": (d / PD_NAME).read_bytes(),
+            "/shared/mine.safetensors": (d / "mine.safetensors").read_bytes()}
+
+
+@pytest.fixture
+def server(files, monkeypatch) -> Iterator[Server]:
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    srv = Server(files)
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def point_zoo_at(monkeypatch, url: str, sha256: str | None = None) -> None:
+    spec = dataclasses.replace(zoo.get_spec(S), weights_url=url, sha256=sha256)
+    monkeypatch.setitem(zoo._MODELS, S, spec)
+
+
+def assert_same_weights(loaded: torch.nn.Module, model: torch.nn.Module) -> None:
+    ref = model.state_dict()
+    for k, v in loaded.state_dict().items():
+        if not k.endswith("num_batches_tracked"):
+            assert torch.equal(v, ref[k]), k
+
+
+def test_official_weights_download_once_then_cache(server, files, cache, model, monkeypatch) -> None:
+    body = files[f"/official/{PD_NAME}"]
+    point_zoo_at(monkeypatch, server.url(f"/official/{PD_NAME}"), hashlib.sha256(body).hexdigest())
+
+    first = load_model(S)
+    assert server.hits == {f"/official/{PD_NAME}": 1}
+    assert not first.training
+    assert_same_weights(first, model)
+    cached = cache / f"{S}.safetensors"
+    _, meta = load_safetensors(cached)
+    assert meta["model_name"] == S and json.loads(meta["classes"])[0] == "pedestrian"
+    assert meta["source_sha256"] == hashlib.sha256(body).hexdigest()
+    assert (cache / PD_NAME).read_bytes() == body
+
+    second = load_model(S)
+    assert server.hits == {f"/official/{PD_NAME}": 1}  # no new request
+    assert_same_weights(second, model)
+
+
+def test_a_url_as_weights(server, cache, model) -> None:
+    loaded = load_model(S, weights=server.url("/shared/mine.safetensors"))
+    assert server.hits == {"/shared/mine.safetensors": 1}
+    assert_same_weights(loaded, model)
+    assert (cache / "mine.safetensors").is_file()
+    with pytest.raises(WeightsError, match="404"):
+        load_model(S, weights=server.url("/shared/absent.safetensors"))
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("how", ["closed port", "server shut down"])
+def test_offline_fails_with_what_to_fetch_and_where(how, files, cache, model, monkeypatch) -> None:
+    for var in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    if how == "closed port":
+        url = f"http://127.0.0.1:{_closed_port()}/official/{PD_NAME}"
+    else:
+        srv = Server(files)
+        url = srv.url(f"/official/{PD_NAME}")
+        srv.close()
+    point_zoo_at(monkeypatch, url)
+    with pytest.raises(WeightsError) as err:
+        load_model(S)
+    msg = str(err.value)
+    assert url in msg and PD_NAME in msg and str(cache / PD_NAME) in msg, msg
+    assert not cache.exists() or not any(cache.iterdir())  # nothing half-written left behind
+
+    # following the message's advice works without the network
+    cache.mkdir(parents=True, exist_ok=True)
+    (cache / PD_NAME).write_bytes(files[f"/official/{PD_NAME}"])
+    if how == "closed port":  # (once is enough: a load costs seconds)
+        assert_same_weights(load_model(S), model)
+        assert (cache / f"{S}.safetensors").is_file()
+
+
+def test_a_folder_with_one_weights_file(model, tmp_path) -> None:
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("not weights")
+    write_safetensors(model, folder / "epoch_12.safetensors")
+    assert_same_weights(load_model(S, weights=folder), model)
+
+
+def test_a_folder_with_no_or_two_weights_files(model, tmp_path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(WeightsError) as err:
+        load_model(S, weights=empty)
+    assert str(empty) in str(err.value) and "no weights file" in str(err.value)
+
+    two = tmp_path / "two"
+    two.mkdir()
+    write_safetensors(model, two / "a.safetensors")
+    save_pdparams({"x": torch.zeros(1).numpy()}, two / "b.pdparams")
+    with pytest.raises(WeightsError) as err:
+        load_model(S, weights=two)
+    assert str(two) in str(err.value) and "a.safetensors" in str(err.value) and "b.pdparams" in str(err.value)
