@@ -85,3 +85,52 @@ def build(name: str, eval_size=None, seed: int = 0) -> PaddleDetector:
     randomize(model, seed)
     model.eval()
     return model
+
+
+class _InferenceGraph(paddle.nn.Layer):
+    """What PaddleDetection exports: /255 inside the graph (fuse_normalize), decode, rescale, multiclass NMS."""
+
+    def __init__(self, model: PaddleDetector):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image, scale_factor):
+        head = self.model.yolo_head
+        feats = self.model.neck(list(self.model.backbone({"image": image * (1.0 / 255.0)})))
+        scores, dist, points, strides = head(feats)
+        lt, rb = paddle.split(dist, 2, -1)
+        boxes = paddle.concat([points - lt, points + rb], -1) * strides
+        sy, sx = paddle.split(scale_factor, 2, axis=-1)
+        boxes = boxes / paddle.concat([sx, sy, sx, sy], axis=-1).reshape([-1, 1, 4])
+        # ppdet's MultiClassNMS wrapper fails under Paddle 3's static IR; call the kernel directly.
+        out, _, num = paddle._C_ops.multiclass_nms3(boxes, scores, None, 0.01, 10000, 500, 0.6, True, 1.0, -1)
+        return out, num
+
+
+def export_inference(model: PaddleDetector, out_dir, model_name: str, size: tuple[int, int],
+                     label_list: list[str]) -> None:
+    """Write a PaddleX model folder (inference.json/.pdiparams + inference.yml) for a model built with eval_size."""
+    import os
+
+    import yaml
+    from paddle.static import InputSpec
+
+    os.makedirs(out_dir, exist_ok=True)
+    for layer in model.sublayers():  # as ppdet's exporter does: RepVGG branches fused into one conv
+        if hasattr(layer, "convert_to_deploy"):
+            layer.convert_to_deploy()
+    graph = _InferenceGraph(model)
+    graph.eval()
+    static = paddle.jit.to_static(graph, input_spec=[InputSpec([None, 3, *size], "float32", "image"),
+                                                     InputSpec([None, 2], "float32", "scale_factor")],
+                                  full_graph=True)
+    paddle.jit.save(static, os.path.join(str(out_dir), "inference"))
+    config = {
+        "mode": "paddle", "draw_threshold": 0.5, "metric": "COCO", "use_dynamic_shape": False,
+        "Global": {"model_name": model_name}, "arch": "YOLO", "min_subgraph_size": 3,
+        "Preprocess": [{"type": "Resize", "interp": 2, "keep_ratio": False, "target_size": list(size)},
+                       {"type": "Permute"}],
+        "label_list": list(label_list),
+    }
+    with open(os.path.join(str(out_dir), "inference.yml"), "w") as f:
+        yaml.safe_dump(config, f, sort_keys=False)
