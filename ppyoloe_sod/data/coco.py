@@ -250,17 +250,21 @@ class CocoData:
         return len(self.records)
 
 
-def ignored_regions_by_image(data: dict) -> dict[int, np.ndarray]:
-    """The json's ``ignored_regions`` grouped by image id, as float32 [k, 4] xyxy arrays."""
+def ignored_regions_by_image(data: dict, source: str = "ground truth") -> dict[int, np.ndarray]:
+    """The json's ``ignored_regions`` list of {image_id, bbox [x, y, w, h]} grouped by image id, as float64
+    [k, 4] xyxy arrays (float64: the VisDrone protocol computes exact covered fractions from them)."""
+    entries = data.get("ignored_regions") or []
+    if not isinstance(entries, list):
+        raise DatasetError(f"{source}: 'ignored_regions' must be a list of {{image_id, bbox}} entries")
     out: dict[int, list[list[float]]] = {}
-    for reg in data.get("ignored_regions", []) or []:
+    for i, reg in enumerate(entries):
         try:
             x, y, w, h = (float(v) for v in reg["bbox"])
             out.setdefault(int(reg["image_id"]), []).append([x, y, x + w, y + h])
         except (KeyError, TypeError, ValueError) as e:
-            raise DatasetError(f"ignored_regions entry {reg!r} is malformed ({e}); expected "
+            raise DatasetError(f"{source}: ignored_regions[{i}] = {reg!r} is malformed ({e}); expected "
                                f"{{\"image_id\": int, \"bbox\": [x, y, w, h]}}") from e
-    return {k: np.asarray(v, np.float32).reshape(-1, 4) for k, v in out.items()}
+    return {k: np.asarray(v, np.float64).reshape(-1, 4) for k, v in out.items()}
 
 
 def usable_box(ann: dict) -> list[float] | None:

@@ -26,7 +26,8 @@ from ppyoloe_sod.eval.metrics import (
     load_gt_dict,
 )
 from ppyoloe_sod.eval.plots import plot_pr_curves
-from ppyoloe_sod.eval.visdrone import evaluate_visdrone, ignored_regions_from_gt
+from ppyoloe_sod.data.coco import ignored_regions_by_image
+from ppyoloe_sod.eval.visdrone import evaluate_visdrone
 from ppyoloe_sod.fileio import atomic_write_json
 from ppyoloe_sod.imageio import read_image
 
@@ -120,7 +121,7 @@ def evaluate(
     coco = evaluate_detections(data, detections, max_dets, size_bands, class_names, engine)
     report: dict[str, Any] = {"done_flag": True, "metrics": coco.as_dict()}
     if visdrone is None:
-        visdrone = bool(ignored_regions_from_gt(data, source))
+        visdrone = bool(ignored_regions_by_image(data, source))
     if visdrone:
         vis = evaluate_visdrone(data, detections, class_names=class_names, engine=engine)
         report["visdrone"] = vis.as_dict()

@@ -1,7 +1,8 @@
 """COCO box metrics computed by pycocotools' own COCOeval, plus the views COCO's summary lacks.
 
 Detections come per image as float arrays ``[N, 6]`` = (class_index, score, x1, y1, x2, y2) in original-image
-pixels, with class_index contiguous 0..C-1 in sorted category-id order (PaddleDetection's rule). They become COCO
+pixels, with class_index contiguous 0..C-1 in the order of the json's category list (PaddleDetection's rule:
+``getCatIds()`` order, the same mapping as ``ppyoloe_sod.data.coco``). They become COCO
 results exactly as PaddleDetection writes them (xywh with ``w = x2 - x1``, no +1; rows with class < 0 skipped),
 and pycocotools does all matching and accumulation. ``COCOeval.summarize`` hardcodes where it looks up maxDets
 and area ranges, so the summary numbers are read here from ``eval['precision']`` / ``eval['recall']`` with the
@@ -356,14 +357,15 @@ class _Reader:
         self.recall = ev.eval["recall"]  # [T, K, A, M]
         self.area_index = {name: i for i, name in enumerate(p.areaRngLbl)}
         self.det_index = {m: i for i, m in enumerate(p.maxDets)}
+        self.cat_index = {int(c): i for i, c in enumerate(p.catIds)}  # COCOeval sorts category ids
         self.iou_thrs = p.iouThrs
 
     def _t(self, iou: float | None) -> slice | np.ndarray:
         return slice(None) if iou is None else np.flatnonzero(np.isclose(self.iou_thrs, iou))
 
-    def ap(self, iou: float | None = None, area: str = "all", max_dets: int = 100, k: int | None = None) -> float:
+    def ap(self, iou: float | None = None, area: str = "all", max_dets: int = 100, cat_id: int | None = None) -> float:
         s = self.precision[self._t(iou), :, :, self.area_index[area], self.det_index[max_dets]]
-        return _mean_valid(s if k is None else s[..., k])
+        return _mean_valid(s if cat_id is None else s[..., self.cat_index[int(cat_id)]])
 
     def ar(self, iou: float | None = None, area: str = "all", max_dets: int = 100) -> float:
         return _mean_valid(self.recall[self._t(iou), :, self.area_index[area], self.det_index[max_dets]])
@@ -389,7 +391,7 @@ def evaluate_detections(
         raise ValueError(f"max_dets {max_dets} must include COCO's 1, 10 and 100 (extra values such as 500 are fine)")
     data, source = load_gt_dict(gt)
     coco_gt = coco_from_dict(data)
-    cat_ids = sorted(coco_gt.getCatIds())
+    cat_ids = list(coco_gt.getCatIds())  # list order, as PaddleDetection's reader maps class ids
     results = detections_to_coco_results(detections, cat_ids, set(coco_gt.getImgIds()), source)
 
     bands = list(size_bands or ())
@@ -422,7 +424,8 @@ def evaluate_detections(
     for res in results:
         dets_per_cat[res["category_id"]] += 1
     per_class = [
-        ClassAP(k, cid, names[k], r.ap(k=k), r.ap(0.5, k=k), r.ap(0.75, k=k), gt_per_cat[cid], dets_per_cat[cid])
+        ClassAP(k, cid, names[k], r.ap(cat_id=cid), r.ap(0.5, cat_id=cid), r.ap(0.75, cat_id=cid), gt_per_cat[cid],
+                dets_per_cat[cid])
         for k, cid in enumerate(cat_ids)
     ]
     band_rows = [
@@ -441,7 +444,8 @@ def evaluate_detections(
         size_bands=band_rows,
         num_images=len(coco_gt.getImgIds()),
         num_detections=len(results),
-        precision=r.precision[:, :, :, r.area_index["all"], r.det_index[100]].copy(),
+        # reordered from COCOeval's sorted category ids to our class indices
+        precision=r.precision[:, :, [r.cat_index[int(c)] for c in cat_ids], r.area_index["all"], r.det_index[100]],
         iou_thrs=np.asarray(ev.params.iouThrs).copy(),
         rec_thrs=np.asarray(ev.params.recThrs).copy(),
         engine=resolve_engine(engine),

@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ppyoloe_sod.data.coco import ignored_regions_by_image
 from ppyoloe_sod.errors import DatasetError
 from ppyoloe_sod.eval.metrics import (
     MAX_DETS_500,
@@ -28,24 +29,6 @@ from ppyoloe_sod.eval.metrics import (
 
 #: A box is dropped when at least this fraction of its area lies in ignored regions (the toolkit's rule).
 IGNORE_THRESHOLD = 0.5
-
-
-def ignored_regions_from_gt(data: Mapping[str, Any], source: str = "ground truth") -> dict[int, np.ndarray]:
-    """The converter's top-level ``ignored_regions`` list of {image_id, bbox [x, y, w, h]} -> id -> [R, 4] xyxy."""
-    entries = data.get("ignored_regions") or []
-    if not isinstance(entries, list):
-        raise DatasetError(f"{source}: 'ignored_regions' must be a list of {{image_id, bbox}} entries")
-    out: dict[int, list[list[float]]] = {}
-    for i, entry in enumerate(entries):
-        try:
-            image_id = int(entry["image_id"])
-            x, y, w, h = (float(v) for v in entry["bbox"])
-        except (KeyError, TypeError, ValueError):
-            raise DatasetError(
-                f"{source}: ignored_regions[{i}] = {entry!r} is not {{'image_id': int, 'bbox': [x, y, w, h]}}"
-            ) from None
-        out.setdefault(image_id, []).append([x, y, x + w, y + h])
-    return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
 
 
 def covered_fraction(boxes: np.ndarray, regions: np.ndarray) -> np.ndarray:
@@ -175,7 +158,7 @@ def evaluate_visdrone(
     top-level ``ignored_regions`` list; without any, this is the COCO evaluation at 500 detections per image."""
     data, source = load_gt_dict(gt)
     if ignored_regions is None:
-        ignored_regions = ignored_regions_from_gt(data, source)
+        ignored_regions = ignored_regions_by_image(data, source)
     data, dets, report = filter_ignored(data, detections, ignored_regions, threshold, filter_gt)
     coco = evaluate_detections(data, dets, MAX_DETS_500, size_bands, class_names, engine)
     top = MAX_DETS_500[-1]

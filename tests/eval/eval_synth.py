@@ -8,7 +8,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-CAT_IDS = (1, 3, 7, 8)  # deliberately not contiguous: class index k maps to the k-th sorted id
+CAT_IDS = (7, 1, 8, 3)  # not contiguous, not sorted: class index k maps to the k-th id of the category list
 CAT_NAMES = ("pedestrian", "car", "bus", "motor")
 
 
@@ -39,7 +39,7 @@ def make_detections(gt: dict, seed: int = 1, extra_fp: int = 30, many_on: int | 
     Rows are float32, as a model produces them.
     """
     rng = np.random.default_rng(seed)
-    index = {c: k for k, c in enumerate(sorted(c["id"] for c in gt["categories"]))}
+    index = {c["id"]: k for k, c in enumerate(gt["categories"])}
     by_image: dict[int, list] = {im["id"]: [] for im in gt["images"]}
     for a in gt["annotations"]:
         if rng.random() < 0.15:
@@ -68,7 +68,7 @@ def make_detections(gt: dict, seed: int = 1, extra_fp: int = 30, many_on: int | 
 
 def gt_as_detections(gt: dict, class_shift: int = 0) -> dict[int, np.ndarray]:
     """The ground truth itself as [N, 6] rows (score 0.9), optionally with every class index shifted."""
-    index = {c: k for k, c in enumerate(sorted(CAT_IDS))}
+    index = {c: k for k, c in enumerate(CAT_IDS)}
     out = {im["id"]: [] for im in gt["images"]}
     for a in gt["annotations"]:
         x, y, w, h = a["bbox"]
@@ -80,7 +80,7 @@ def direct_cocoeval(gt_path, dets, max_dets=None, cat_ids=None, area_rng=None) -
     """The reference: pycocotools as a user would call it, results built row by row from the arrays."""
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO(str(gt_path))
-        cats = sorted(coco.getCatIds())
+        cats = coco.getCatIds()  # list order: the class-index rule of PaddleDetection
         res = []
         for image_id, arr in dets.items():
             for c, s, x1, y1, x2, y2 in np.asarray(arr).tolist():

@@ -9,7 +9,8 @@ import pytest
 from eval_synth import make_detections, make_gt
 from ppyoloe_sod.errors import DatasetError
 from ppyoloe_sod.eval.metrics import MAX_DETS_500, evaluate_detections
-from ppyoloe_sod.eval.visdrone import covered_fraction, evaluate_visdrone, filter_ignored, ignored_regions_from_gt
+from ppyoloe_sod.data.coco import ignored_regions_by_image
+from ppyoloe_sod.eval.visdrone import covered_fraction, evaluate_visdrone, filter_ignored
 
 
 def raster_fraction(box, regions, size=64):
@@ -132,6 +133,6 @@ def test_explicit_regions_and_no_regions():
 def test_bad_ignored_regions():
     gt, dets, _ = make_visdrone_case()
     with pytest.raises(DatasetError, match=r"ignored_regions\[1\]"):
-        ignored_regions_from_gt({"ignored_regions": [{"image_id": 1, "bbox": [0, 0, 1, 1]}, {"bbox": [0, 0, 1, 1]}]})
+        ignored_regions_by_image({"ignored_regions": [{"image_id": 1, "bbox": [0, 0, 1, 1]}, {"bbox": [0, 0, 1, 1]}]})
     with pytest.raises(DatasetError, match="12345"):
         evaluate_visdrone(gt, dets, ignored_regions={12345: np.array([[0, 0, 5, 5]])})
