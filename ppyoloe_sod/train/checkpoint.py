@@ -1,0 +1,120 @@
+"""What training writes: the resumable checkpoint and the model folders (``best_model/``, ``latest/``).
+
+The checkpoint is one ``torch.save`` file written atomically (temp file + rename, through ``fileio``), read back
+with ``torch.load(weights_only=True)``: it holds only tensors and plain Python types (RNG states included), so
+loading never runs pickled code. A model folder holds ``model.safetensors`` (EMA weights + metadata: model
+name, classes, class count) and ``model_config.json``, which ``load_model`` / ``create_model(model_dir=...)``
+read.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+from ..fileio import atomic_open, atomic_write_json
+from ..models import safetensors_metadata
+from ..weights.store import save_safetensors
+from ..zoo import ModelSpec
+
+CHECKPOINT_NAME = "checkpoint.pt"
+WEIGHTS_NAME = "model.safetensors"
+MODEL_CONFIG_NAME = "model_config.json"
+CHECKPOINT_FORMAT = 1
+
+
+# --------------------------------------------------------------------------------------------------- RNG
+
+
+def rng_state() -> dict[str, Any]:
+    """torch (CPU and CUDA), numpy and Python RNG states as tensors and plain types (``weights_only``-safe)."""
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    py_version, py_internal, py_gauss = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"name": str(np_name), "keys": torch.from_numpy(np_keys.astype(np.int64)), "pos": int(np_pos),
+                  "has_gauss": int(np_has_gauss), "gauss": float(np_gauss)},
+        "python": {"version": int(py_version), "internal": torch.tensor(py_internal, dtype=torch.int64),
+                   "gauss": None if py_gauss is None else float(py_gauss)},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(int(v) for v in p["internal"].tolist()), p["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        cuda_states = list(state["cuda"])[: torch.cuda.device_count()]
+        torch.cuda.set_rng_state_all(cuda_states)
+
+
+# ------------------------------------------------------------------------------------------ checkpoint file
+
+
+def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
+    """Write ``state`` (tensors and plain types only) atomically; an interrupted write leaves the old file."""
+    path = Path(path)
+    payload = {"format": CHECKPOINT_FORMAT, **state}
+    with atomic_open(path, "wb") as f:
+        torch.save(payload, f)
+    return path
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint file from what a user passes as ``resume_path``: the file, its folder, or the run's output."""
+    p = Path(path).expanduser()
+    for candidate in (p, p / CHECKPOINT_NAME, p / "latest" / CHECKPOINT_NAME):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"resume_path {str(path)!r}: no checkpoint found (looked for the file itself, "
+                      f"{CHECKPOINT_NAME} in it, and latest/{CHECKPOINT_NAME}); point it at a training output folder")
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (on the CPU, without unpickling code)."""
+    file = resolve_checkpoint(path)
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for damaged or foreign files
+        raise ConfigError(f"{file}: cannot read the checkpoint ({type(e).__name__}: {e}); "
+                          f"it may be damaged or not written by ppyoloe_sod training") from e
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ConfigError(f"{file}: not a ppyoloe_sod training checkpoint (format "
+                          f"{state.get('format') if isinstance(state, dict) else type(state).__name__})")
+    state["path"] = str(file)
+    return state
+
+
+# --------------------------------------------------------------------------------------------- model folder
+
+
+def save_model_dir(folder: str | os.PathLike, state_dict: Mapping[str, torch.Tensor], spec: ModelSpec,
+                   info: Mapping[str, Any] | None = None) -> Path:
+    """``folder/model.safetensors`` (+ metadata) and ``folder/model_config.json`` for ``load_model``."""
+    folder = Path(folder)
+    info = dict(info or {})
+    meta = safetensors_metadata(spec, num_classes=str(spec.num_classes), producer="ppyoloe_sod.train",
+                                info=json.dumps(info, default=str))
+    save_safetensors(state_dict, folder / WEIGHTS_NAME, meta)
+    atomic_write_json(folder / MODEL_CONFIG_NAME, {
+        "model_name": spec.name,
+        "num_classes": spec.num_classes,
+        "classes": list(spec.classes),
+        "input_size": list(spec.input_size),
+        "reg_range": list(spec.arch.reg_range),
+        "weights": WEIGHTS_NAME,
+        **info,
+    })
+    return folder

@@ -1,0 +1,698 @@
+"""The training run: PP-YOLOE+ SOD's recipe in plain PyTorch, from a dataset folder to saved models.
+
+``train(TrainOptions(...))`` is the Python API; ``run_train(cfg)`` maps a PaddleX-style config onto it (the CLI
+path). One iteration (:class:`Trainer.step`): LR of the warmup-cosine schedule for that iteration, forward under
+AMP (CUDA only), loss, a finite-loss check, backward, SGD step, EMA update. Once per epoch: evaluation of the
+EMA weights on ``instance_val.json`` (every ``eval_interval`` epochs and at the end), ``latest/`` and, when the
+mAP improves, ``best_model/`` (EMA weights, as the reference saves), then the resumable checkpoint and
+``train_result.json``.
+
+Several processes: ``Global.device=gpu:0,1`` starts one process per GPU (DDP, NCCL, SyncBatchNorm); under
+``torchrun`` (``WORLD_SIZE`` > 1 in the environment) each process trains its shard, also on the CPU (gloo, plain
+BatchNorm: SyncBatchNorm needs CUDA).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from ..data.coco import read_coco
+from ..data.layout import IMAGES_DIR, annotation_path, find_dataset_root
+from ..data.loader import build_train_loader
+from ..errors import ConfigError, PPYOLOESODError
+from ..fileio import atomic_write_json, atomic_write_text
+from ..nn.detector import Detector
+from ..zoo import DEFAULT_MODEL, ModelSpec, get_spec
+from .checkpoint import (CHECKPOINT_NAME, WEIGHTS_NAME, load_checkpoint, rng_state, save_checkpoint,
+                         save_model_dir, set_rng_state)
+from .losses import DetectionLoss
+from .optim import ModelEMA, WarmupCosine, build_optimizer
+from .pretrained import build_train_model, load_pretrained, spec_for_classes
+
+LOSS_TERMS = ("loss", "loss_cls", "loss_iou", "loss_dfl")
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+REFERENCE_COSINE_EPOCHS = 96
+log = logging.getLogger("ppyoloe_sod.train")
+
+
+class NonFiniteLossError(PPYOLOESODError, FloatingPointError):
+    """The loss became NaN or infinite; training stopped before the bad step changed any weight."""
+
+
+@dataclass
+class TrainOptions:
+    """Everything a training run needs; PaddleX's ``Train`` keys keep their names where they exist.
+
+    ``model``: a published model name or a :class:`ModelSpec` (custom architectures, tests).
+    ``num_classes``: None takes the class count of ``instance_train.json``; a different value is an error.
+    ``learning_rate``: None uses the model's reference base LR. ``warmup_steps``: iterations of linear warmup;
+    None means one epoch (the reference; PaddleX's DetTrainer never applies its ``warmup_steps`` key, we do).
+    ``cosine_epochs``: the cosine horizon (the reference decays over 96 epochs although it trains 80).
+    ``device``: 'cpu', 'gpu', 'gpu:0', 'gpu:0,1' (one process per GPU) or 'cuda:N'.
+    ``amp``: 'auto' (bf16 where the GPU supports it, else fp16; off on the CPU), 'bf16', 'fp16' or 'off'.
+    ``max_iters``: stop after this many iterations in all (smoke runs); the partial epoch counts as done.
+    """
+
+    dataset_dir: str
+    output: str = "output"
+    model: str | ModelSpec = DEFAULT_MODEL
+    num_classes: int | None = None
+    epochs: int = 50
+    batch_size: int = 2
+    learning_rate: float | None = None
+    warmup_steps: int | None = None
+    cosine_epochs: int = REFERENCE_COSINE_EPOCHS
+    log_interval: int = 10
+    eval_interval: int = 1
+    pretrain_weight_path: str | None = None
+    resume_path: str | None = None
+    device: str = "cpu"
+    seed: int = 0
+    num_workers: int = 2
+    amp: str = "auto"
+    channels_last: bool | None = None  # None: on where AMP runs (CUDA)
+    ema_decay: float = 0.9998
+    eval_batch_size: int = 1
+    train_sizes: tuple[int, ...] | None = None  # None: the model's multi-scale list
+    max_iters: int | None = None
+    progress: bool = True
+
+    def check(self) -> None:
+        def positive(name: str, value: Any, allow_none: bool = False) -> None:
+            if value is None and allow_none:
+                return
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"Train.{name} must be a positive integer, got {value!r}")
+        for name in ("epochs", "batch_size", "log_interval", "eval_interval", "eval_batch_size", "cosine_epochs"):
+            positive(name, getattr(self, name))
+        positive("num_classes", self.num_classes, allow_none=True)
+        positive("max_iters", self.max_iters, allow_none=True)
+        if self.warmup_steps is not None and (not isinstance(self.warmup_steps, int) or self.warmup_steps < 0):
+            raise ConfigError(f"Train.warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
+        if self.learning_rate is not None and not (isinstance(self.learning_rate, (int, float))
+                                                   and self.learning_rate > 0):
+            raise ConfigError(f"Train.learning_rate must be a positive number, got {self.learning_rate!r}")
+        if self.amp not in AMP_MODES:
+            raise ConfigError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
+        if not isinstance(self.num_workers, int) or self.num_workers < 0:
+            raise ConfigError(f"num_workers must be an integer >= 0, got {self.num_workers!r}")
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["model"] = self.model.name if isinstance(self.model, ModelSpec) else self.model
+        if out.get("train_sizes") is not None:
+            out["train_sizes"] = list(out["train_sizes"])
+        return out
+
+
+# ------------------------------------------------------------------------------------------------ devices
+
+
+def parse_device(device: str) -> tuple[str, list[int]]:
+    """'cpu' -> ('cpu', []); 'gpu' / 'gpu:0' / 'cuda:1' -> ('cuda', [id]); 'gpu:0,1' -> ('cuda', [0, 1])."""
+    text = str(device).strip().lower()
+    if text == "cpu":
+        return "cpu", []
+    kind, _, ids = text.partition(":")
+    if kind not in ("gpu", "cuda"):
+        raise ConfigError(f"Global.device {device!r} is not understood; use cpu, gpu, gpu:0 or gpu:0,1")
+    try:
+        numbers = [int(i) for i in ids.split(",")] if ids else [0]
+    except ValueError:
+        raise ConfigError(f"Global.device {device!r}: GPU ids must be integers, e.g. gpu:0,1") from None
+    if not torch.cuda.is_available():
+        raise ConfigError(f"Global.device {device!r} asks for a GPU, but torch sees no CUDA device; "
+                          f"use -o Global.device=cpu")
+    bad = [i for i in numbers if not 0 <= i < torch.cuda.device_count()]
+    if bad or len(set(numbers)) != len(numbers):
+        raise ConfigError(f"Global.device {device!r}: GPU ids must be distinct and below "
+                          f"{torch.cuda.device_count()} (the GPUs torch sees)")
+    return "cuda", numbers
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ------------------------------------------------------------------------------------------------ trainer
+
+
+@dataclass
+class Trainer:
+    """Model, loss, optimiser, schedule, EMA and AMP state: one call of :meth:`step` per iteration."""
+
+    model: nn.Module  # possibly DDP-wrapped
+    net: Detector  # the bare network (anchors, state_dict keys)
+    criterion: DetectionLoss
+    optimizer: torch.optim.Optimizer
+    schedule: WarmupCosine
+    ema: ModelEMA
+    device: torch.device
+    amp_dtype: torch.dtype | None = None
+    channels_last: bool = False
+    scaler: torch.amp.GradScaler | None = None
+    world_size: int = 1
+
+    @classmethod
+    def build(cls, net: Detector, base_lr: float, iters_per_epoch: int, device: torch.device | str = "cpu",
+              warmup_iters: int | None = None, cosine_epochs: int = REFERENCE_COSINE_EPOCHS, amp: str = "off",
+              channels_last: bool | None = None, ema_decay: float = 0.9998, world_size: int = 1) -> "Trainer":
+        device = torch.device(device)
+        amp_dtype = _amp_dtype(amp, device)
+        if channels_last is None:
+            channels_last = amp_dtype is not None
+        net = net.to(device)
+        if world_size > 1 and device.type == "cuda":
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        if channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        net.train()
+        model: nn.Module = net
+        if world_size > 1:
+            model = nn.parallel.DistributedDataParallel(
+                net, device_ids=[device.index] if device.type == "cuda" else None)
+        spec = net.spec
+        schedule = WarmupCosine.for_training(base_lr, iters_per_epoch, max_epochs=cosine_epochs,
+                                             warmup_iters=warmup_iters)
+        scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+        return cls(model=model, net=net, criterion=DetectionLoss(spec.num_classes, spec.arch.reg_range).to(device),
+                   optimizer=build_optimizer(net, base_lr), schedule=schedule, ema=ModelEMA(net, ema_decay),
+                   device=device, amp_dtype=amp_dtype, channels_last=channels_last, scaler=scaler,
+                   world_size=world_size)
+
+    def step(self, batch: Mapping[str, Any], iteration: int) -> dict[str, float]:
+        """One optimisation step on a loader batch; returns the loss terms (averaged over ranks) and the LR.
+
+        Raises :class:`NonFiniteLossError` before touching the weights when any rank's loss is not finite.
+        """
+        lr = self.schedule.apply(self.optimizer, iteration)
+        images = batch["images"].to(self.device, non_blocking=True)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        gt_labels = batch["gt_labels"].to(self.device, non_blocking=True)
+        gt_boxes = batch["gt_boxes"].to(self.device, non_blocking=True)
+        pad_mask = batch["pad_mask"].to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                            enabled=self.amp_dtype is not None):
+            raw = self.model(images)
+        points, strides = self.net.anchors(images.shape[-2], images.shape[-1], self.device)
+        terms = self.criterion(raw, points, strides, gt_labels, gt_boxes, pad_mask)
+        values = torch.stack([terms[k].detach().float() for k in LOSS_TERMS])
+        if self.world_size > 1:
+            dist.all_reduce(values)
+            values = values / self.world_size
+        stats = dict(zip(LOSS_TERMS, values.tolist()))
+        if not all(math.isfinite(v) for v in stats.values()):
+            terms_text = ", ".join(f"{k}={v:.4g}" for k, v in stats.items())
+            raise NonFiniteLossError(f"the loss is not finite at iteration {iteration} ({terms_text}, lr={lr:.3g})")
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(terms["loss"]).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            terms["loss"].backward()
+            self.optimizer.step()
+        self.ema.update(self.net)
+        stats["lr"] = lr
+        return stats
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.net.state_dict(), "ema": self.ema.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.net.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+
+
+def _amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+    if mode not in AMP_MODES:
+        raise ConfigError(f"amp must be one of {AMP_MODES}, got {mode!r}")
+    if mode == "off" or device.type != "cuda":
+        return None
+    if mode == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if mode == "bf16" else torch.float16
+
+
+# ------------------------------------------------------------------------------------------------ the run
+
+
+@dataclass
+class TrainRun:
+    """What one process ends with: the summary written to train_result.json and the trained state."""
+
+    summary: dict[str, Any]
+    trainer: Trainer | None = None
+    spec: ModelSpec | None = None
+
+
+@dataclass
+class _Progress:
+    """Speed and ETA over the steps of this process (the first step is excluded: warm-up of kernels)."""
+
+    total_iters: int
+    images_per_step: int
+    started: float = field(default_factory=time.perf_counter)
+    steps: int = 0
+    first_step_end: float | None = None
+
+    def tick(self) -> None:
+        self.steps += 1
+        if self.first_step_end is None:
+            self.first_step_end = time.perf_counter()
+
+    def images_per_s(self) -> float:
+        if self.first_step_end is None or self.steps < 2:
+            return 0.0
+        return (self.steps - 1) * self.images_per_step / max(time.perf_counter() - self.first_step_end, 1e-9)
+
+    def eta(self, iteration: int) -> str:
+        ips = self.images_per_s()
+        if ips <= 0:
+            return "?"
+        return _hms((self.total_iters - iteration) * self.images_per_step / ips)
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class _TqdmHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        tqdm.write(self.format(record), file=sys.stdout)
+
+
+def _setup_logging(out: Path, rank: int) -> list[logging.Handler]:
+    """train.log (appended to on resume) and the console; other ranks only print warnings."""
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    fmt = logging.Formatter("[%(asctime)s] %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
+    handlers: list[logging.Handler] = []
+    console = _TqdmHandler(logging.INFO if rank == 0 else logging.WARNING)
+    console.setFormatter(logging.Formatter("%(message)s"))
+    handlers.append(console)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        # An append-only stream: a crash can cut its last line but never loses the lines before it.
+        file = logging.FileHandler(out / "train.log", encoding="utf-8")
+        file.setFormatter(fmt)
+        handlers.append(file)
+    for h in handlers:
+        log.addHandler(h)
+    return handlers
+
+
+def _resolve_spec(opts: TrainOptions, class_names: list[str]) -> tuple[ModelSpec, ModelSpec]:
+    """(the published spec, the spec trained here with the dataset's classes)."""
+    base = opts.model if isinstance(opts.model, ModelSpec) else _get_spec(opts.model)
+    if opts.num_classes is not None and opts.num_classes != len(class_names):
+        raise ConfigError(f"Train.num_classes is {opts.num_classes}, but the training annotations list "
+                          f"{len(class_names)} categories ({', '.join(class_names[:12])}"
+                          f"{', ...' if len(class_names) > 12 else ''}); set -o Train.num_classes="
+                          f"{len(class_names)} or fix the json's 'categories'")
+    return base, spec_for_classes(base, class_names)
+
+
+def _get_spec(name: str) -> ModelSpec:
+    try:
+        return get_spec(name)
+    except KeyError as e:
+        raise ConfigError(str(e.args[0])) from None
+
+
+def _config_yaml(opts: TrainOptions, config: Mapping[str, Any] | None) -> str:
+    import yaml
+
+    doc = dict(config) if config is not None else {"Train": opts.as_dict()}
+    return yaml.safe_dump(_plain(doc), sort_keys=False, allow_unicode=True)
+
+
+def _plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return str(obj)
+
+
+def train(opts: TrainOptions, config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Train as ``opts`` says; returns the train_result.json content.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) this process trains its rank; ``device='gpu:0,1'`` starts one
+    process per GPU itself. ``config``: the full config to record as ``config.yaml`` (default: ``opts``).
+    """
+    opts.check()
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    kind, ids = parse_device(opts.device)
+    if world > 1:
+        local = int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")))
+        if kind == "cuda":
+            device = torch.device("cuda", ids[local % len(ids)] if len(ids) > 1 else local)
+        else:
+            device = torch.device("cpu")
+        return train_process(opts, int(os.environ["RANK"]), world, device, config).summary
+    if kind == "cuda" and len(ids) > 1:
+        import torch.multiprocessing as mp
+
+        port = _free_port()
+        mp.spawn(_spawn_entry, args=(opts, ids, port, config), nprocs=len(ids), join=True)
+        import json
+        return json.loads((Path(opts.output) / "train_result.json").read_text(encoding="utf-8"))
+    device = torch.device("cuda", ids[0]) if kind == "cuda" else torch.device("cpu")
+    return train_process(opts, 0, 1, device, config).summary
+
+
+def _spawn_entry(local_rank: int, opts: TrainOptions, ids: list[int], port: int,
+                 config: Mapping[str, Any] | None) -> None:
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(local_rank),
+                       "LOCAL_RANK": str(local_rank), "WORLD_SIZE": str(len(ids))})
+    train_process(opts, local_rank, len(ids), torch.device("cuda", ids[local_rank]), config)
+
+
+def train_process(opts: TrainOptions, rank: int, world_size: int, device: torch.device,
+                  config: Mapping[str, Any] | None = None) -> TrainRun:
+    """The training of one process (rank ``rank`` of ``world_size``; process group from the environment)."""
+    opts.check()
+    own_group = False
+    if world_size > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world_size)
+        own_group = True
+    out = Path(opts.output)
+    handlers = _setup_logging(out, rank)
+    try:
+        return _Run(opts, rank, world_size, device, out, config).run()
+    except NonFiniteLossError as e:
+        log.error("%s", e)
+        raise
+    finally:
+        for h in handlers:
+            log.removeHandler(h)
+            h.close()
+        if own_group:
+            dist.destroy_process_group()
+
+
+class _Run:
+    """One process's training run, split into steps small enough to read."""
+
+    def __init__(self, opts: TrainOptions, rank: int, world: int, device: torch.device, out: Path,
+                 config: Mapping[str, Any] | None):
+        self.opts, self.rank, self.world, self.device, self.out, self.config = opts, rank, world, device, out, config
+        self.main = rank == 0
+        self.best: dict[str, Any] | None = None
+        self.last_metrics: dict[str, Any] | None = None
+        self.epoch_done = 0
+        self.iteration = 0
+
+    # ------------------------------------------------------------------ setup
+    def _data(self) -> None:
+        root = find_dataset_root(self.opts.dataset_dir)
+        self.image_dir = root / IMAGES_DIR
+        self.train_data = read_coco(annotation_path(root, "train"), self.image_dir)
+        self.val_json: Path | None = annotation_path(root, "val")
+        if not self.val_json.is_file():
+            log.warning("%s not found: training runs without evaluation, best_model/ is the last epoch",
+                        self.val_json)
+            self.val_json = None
+
+    def _model(self) -> Detector:
+        opts = self.opts
+        base, self.spec = _resolve_spec(opts, self.train_data.class_names)
+        torch.manual_seed(opts.seed)
+        np.random.seed(opts.seed % 2**32)
+        net = build_train_model(self.spec)
+        if self.spec is not base:
+            log.info("%d classes in the dataset (%s): yolo_head.pred_cls rebuilt for them (%s has %d)",
+                     self.spec.num_classes, ", ".join(self.spec.classes[:10]), base.name, base.num_classes)
+        if opts.pretrain_weight_path and not opts.resume_path:
+            report = load_pretrained(net, opts.pretrain_weight_path)
+            log.info("%s", report.summary())
+        elif not opts.resume_path:
+            log.info("no pretrain_weight_path: starting from random initialisation")
+        return net
+
+    def _build(self) -> None:
+        opts = self.opts
+        self._data()
+        net = self._model()
+        self.sizes = list(opts.train_sizes or self.spec.train_sizes or (self.spec.input_size[0],))
+        self.loader = build_train_loader(self.train_data.records, self.sizes, opts.batch_size, seed=opts.seed,
+                                         workers=opts.num_workers, epoch=0, rank=self.rank,
+                                         world_size=self.world, pin_memory=self.device.type == "cuda")
+        self.iters_per_epoch = len(self.loader)
+        base_lr = float(opts.learning_rate if opts.learning_rate is not None else self.spec.base_lr)
+        if self.world > 1 and self.device.type != "cuda":
+            log.info("SyncBatchNorm needs CUDA: %d CPU processes use per-process BatchNorm", self.world)
+        self.trainer = Trainer.build(net, base_lr, self.iters_per_epoch, self.device, opts.warmup_steps,
+                                     max(opts.cosine_epochs, opts.epochs), opts.amp, opts.channels_last,
+                                     opts.ema_decay, self.world)
+        self.total_iters = opts.epochs * self.iters_per_epoch
+        if opts.max_iters is not None:
+            self.total_iters = min(self.total_iters, opts.max_iters)
+        self.eval_net: Detector | None = None
+        if self.main and self.val_json is not None:
+            with torch.random.fork_rng(devices=[]):  # building must not move the RNG (exact resume)
+                self.eval_net = build_train_model(self.spec).to(self.device).eval()
+        amp = self.trainer.amp_dtype
+        log.info("%s on %s x%d: %d train images, %d iterations/epoch, batch %d/process, lr %.4g, warmup %d "
+                 "iterations, cosine over %d epochs, AMP %s, sizes %s", self.spec.name, self.device, self.world,
+                 len(self.train_data), self.iters_per_epoch, opts.batch_size, base_lr,
+                 max(self.trainer.schedule.warmup_iters, 1), max(opts.cosine_epochs, opts.epochs),
+                 str(amp).replace("torch.", "") if amp else "off", self.sizes)
+
+    def _resume(self) -> int:
+        if not self.opts.resume_path:
+            return 0
+        state = load_checkpoint(self.opts.resume_path)
+        meta = state.get("spec", {})
+        if meta.get("num_classes") != self.spec.num_classes or meta.get("model_name") != self.spec.name:
+            raise ConfigError(f"{state['path']} was written for {meta.get('model_name')} with "
+                              f"{meta.get('num_classes')} classes, this run trains {self.spec.name} with "
+                              f"{self.spec.num_classes}; resume with the same model and dataset")
+        if state.get("iters_per_epoch") != self.iters_per_epoch:
+            log.warning("the checkpoint had %s iterations per epoch, this run has %d (dataset, batch size or "
+                        "process count changed): the LR schedule is recomputed for the new count",
+                        state.get("iters_per_epoch"), self.iters_per_epoch)
+        self.trainer.load_state_dict(state["trainer"])
+        self.iteration = int(state["iteration"])
+        self.best = state.get("best")
+        self.epoch_done = int(state["epoch"])
+        set_rng_state(state["rng"])
+        log.info("resumed from %s: %d epochs and %d iterations done, lr %.4g next", state["path"],
+                 self.epoch_done, self.iteration, self.trainer.schedule(self.iteration))
+        return self.epoch_done
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> TrainRun:
+        opts = self.opts
+        self._build()
+        start_epoch = self._resume()
+        if self.main:
+            atomic_write_text(self.out / "config.yaml", _config_yaml(opts, self.config))
+            atomic_write_text(self.out / "label_dict.txt",
+                              "".join(f"{i} {n}\n" for i, n in enumerate(self.spec.classes)))
+        progress = _Progress(self.total_iters, opts.batch_size * self.world)
+        for epoch in range(start_epoch, opts.epochs):
+            if self.iteration >= self.total_iters:
+                break
+            self.loader.set_epoch(epoch)
+            self._train_epoch(epoch, progress)
+            self._end_epoch(epoch)
+        summary = self._summary(done=True)
+        if self.main:
+            atomic_write_json(self.out / "train_result.json", summary)
+            log.info("training done: %d epochs, %d iterations; best %s", self.epoch_done, self.iteration,
+                     _metric_text(self.best))
+        return TrainRun(summary, self.trainer, self.spec)
+
+    def _train_epoch(self, epoch: int, progress: _Progress) -> None:
+        opts = self.opts
+        bar = tqdm(total=min(self.iters_per_epoch, self.total_iters - self.iteration),
+                   desc=f"epoch {epoch + 1}/{opts.epochs}", unit="it", leave=False, file=sys.stdout,
+                   disable=not (opts.progress and self.main), dynamic_ncols=True)
+        try:
+            for b, batch in enumerate(self.loader):
+                try:
+                    stats = self.trainer.step(batch, self.iteration)
+                except NonFiniteLossError as e:
+                    raise NonFiniteLossError(
+                        f"{e} (epoch {epoch + 1}, batch {b + 1}/{self.iters_per_epoch}); training stopped. "
+                        f"{self._last_good_text()} Lower Train.learning_rate or check the annotations, then "
+                        f"resume with -o Train.resume_path={self.out}") from None
+                self.iteration += 1
+                progress.tick()
+                bar.update(1)
+                bar.set_postfix_str(
+                    f"loss {stats['loss']:.3f} cls {stats['loss_cls']:.3f} iou {stats['loss_iou']:.3f} "
+                    f"dfl {stats['loss_dfl']:.3f} lr {stats['lr']:.2e} {progress.images_per_s():.1f} img/s "
+                    f"eta {progress.eta(self.iteration)}", refresh=False)
+                if self.iteration % opts.log_interval == 0 or b == 0 and epoch == 0:
+                    log.info("epoch %d/%d iter %d/%d (%d/%d) loss %.4f loss_cls %.4f loss_iou %.4f loss_dfl "
+                             "%.4f lr %.6f %.2f img/s eta %s", epoch + 1, opts.epochs, b + 1,
+                             self.iters_per_epoch, self.iteration, self.total_iters, stats["loss"],
+                             stats["loss_cls"], stats["loss_iou"], stats["loss_dfl"], stats["lr"],
+                             progress.images_per_s(), progress.eta(self.iteration))
+                if self.iteration >= self.total_iters:
+                    break
+        finally:
+            bar.close()
+
+    def _last_good_text(self) -> str:
+        ck = self.out / "latest" / CHECKPOINT_NAME
+        if self.epoch_done and ck.is_file():
+            return f"The last good checkpoint is {ck} (epoch {self.epoch_done})."
+        return "No checkpoint was written yet (the first epoch did not finish)."
+
+    def _end_epoch(self, epoch: int) -> None:
+        opts = self.opts
+        self.epoch_done = epoch + 1
+        last = self.epoch_done == opts.epochs or self.iteration >= self.total_iters
+        if self.main:
+            weights = self.trainer.ema.state_dict_for_export()
+            info = {"epoch": self.epoch_done, "iteration": self.iteration}
+            if self.eval_net is not None and (self.epoch_done % opts.eval_interval == 0 or last):
+                self.last_metrics = self._evaluate(weights)
+                info["metrics"] = self.last_metrics
+                if self.best is None or self.last_metrics["mAP"] > self.best["mAP"]:
+                    self.best = {**self.last_metrics, "epoch": self.epoch_done}
+                    save_model_dir(self.out / "best_model", weights, self.spec, info)
+                    log.info("new best model (epoch %d): %s", self.epoch_done, _metric_text(self.best))
+            elif self.eval_net is None:
+                self.best = {"mAP": None, "epoch": self.epoch_done}
+                save_model_dir(self.out / "best_model", weights, self.spec, info)
+            save_model_dir(self.out / "latest", weights, self.spec, info)
+            save_checkpoint(self.out / "latest" / CHECKPOINT_NAME, {
+                "trainer": self.trainer.state_dict(), "epoch": self.epoch_done, "iteration": self.iteration,
+                "iters_per_epoch": self.iters_per_epoch, "best": self.best, "rng": rng_state(),
+                "spec": {"model_name": self.spec.name, "num_classes": self.spec.num_classes,
+                         "classes": list(self.spec.classes)},
+                "options": _plain(opts.as_dict()),
+            })
+            atomic_write_json(self.out / "train_result.json", self._summary(done=False))
+            log.info("epoch %d done: saved %s", self.epoch_done, self.out / "latest")
+        if self.world > 1:
+            dist.barrier()
+
+    def _evaluate(self, weights: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+        from ..eval.evaluate import evaluate
+        from .detect import make_detect_fn
+
+        assert self.eval_net is not None and self.val_json is not None
+        self.eval_net.load_state_dict(weights)
+        report = evaluate(make_detect_fn(self.eval_net, self.device), self.val_json, self.image_dir,
+                          batch_size=self.opts.eval_batch_size, class_names=list(self.spec.classes),
+                          plot=False, progress=self.opts.progress, verbose=False)
+        m = report["metrics"]
+        metrics = {"mAP": float(m["AP"]), "AP50": float(m["AP50"]), "AP75": float(m["AP75"]),
+                   "APs": float(m["APs"])}
+        log.info("eval (EMA weights, epoch %d, %s): %s", self.epoch_done, self.val_json.name,
+                 _metric_text(metrics))
+        return metrics
+
+    def _summary(self, done: bool) -> dict[str, Any]:
+        out = self.out
+        models: dict[str, Any] = {}
+        if (out / "latest" / WEIGHTS_NAME).is_file():
+            models["last_1"] = {"score": (self.last_metrics or {}).get("mAP"), "epoch": self.epoch_done,
+                                "dir": str(out / "latest"), "weights": str(out / "latest" / WEIGHTS_NAME),
+                                "checkpoint": str(out / "latest" / CHECKPOINT_NAME)}
+        if self.best is not None and (out / "best_model" / WEIGHTS_NAME).is_file():
+            models["best"] = {"score": self.best.get("mAP"), "epoch": self.best.get("epoch"),
+                              "dir": str(out / "best_model"), "weights": str(out / "best_model" / WEIGHTS_NAME)}
+        return {
+            "model_name": self.spec.name, "done_flag": done, "config": str(out / "config.yaml"),
+            "label_dict": str(out / "label_dict.txt"), "train_log": str(out / "train.log"),
+            "epochs": self.epoch_done, "iterations": self.iteration, "num_classes": self.spec.num_classes,
+            "best_metric": self.best, "models": models,
+        }
+
+
+def _metric_text(metrics: Mapping[str, Any] | None) -> str:
+    if not metrics or metrics.get("mAP") is None:
+        return "n/a (no evaluation)"
+    return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+
+
+# ---------------------------------------------------------------------------------------------- configs
+
+
+def _section(cfg: Any, name: str) -> Any:
+    if isinstance(cfg, Mapping):
+        return cfg.get(name) or {}
+    return getattr(cfg, name, None) or {}
+
+
+def _value(section: Any, key: str, default: Any = None) -> Any:
+    if isinstance(section, Mapping):
+        value = section.get(key, default)
+    else:
+        value = getattr(section, key, default)
+    return default if value is None or value == "" else value
+
+
+def options_from_config(cfg: Any) -> TrainOptions:
+    """PaddleX-style config (``Global`` and ``Train`` sections, dataclasses or dicts) -> TrainOptions."""
+    g, t = _section(cfg, "Global"), _section(cfg, "Train")
+    dataset_dir = _value(g, "dataset_dir")
+    if not dataset_dir:
+        raise ConfigError("Global.dataset_dir is not set; pass -o Global.dataset_dir=DIR (the folder with images/ "
+                          "and annotations/instance_train.json)")
+    defaults = TrainOptions(dataset_dir=str(dataset_dir))
+    opts = TrainOptions(
+        dataset_dir=str(dataset_dir),
+        output=str(_value(g, "output", defaults.output)),
+        model=str(_value(g, "model", DEFAULT_MODEL)),
+        device=str(_value(g, "device", defaults.device)),
+        num_classes=_value(t, "num_classes"),
+        epochs=_value(t, "epochs_iters", defaults.epochs),
+        batch_size=_value(t, "batch_size", defaults.batch_size),
+        learning_rate=_value(t, "learning_rate"),
+        warmup_steps=_value(t, "warmup_steps"),
+        log_interval=_value(t, "log_interval", defaults.log_interval),
+        eval_interval=_value(t, "eval_interval", defaults.eval_interval),
+        pretrain_weight_path=_value(t, "pretrain_weight_path"),
+        resume_path=_value(t, "resume_path"),
+        seed=_value(t, "seed", defaults.seed),
+        num_workers=_value(t, "num_workers", defaults.num_workers),
+        amp=str(_value(t, "amp", defaults.amp)),
+        channels_last=_value(t, "channels_last"),
+        eval_batch_size=_value(t, "eval_batch_size", defaults.eval_batch_size),
+        max_iters=_value(t, "max_iters"),
+        cosine_epochs=_value(t, "cosine_epochs", defaults.cosine_epochs),
+    )
+    opts.check()
+    return opts
+
+
+def run_train(cfg: Any) -> dict[str, Any]:
+    """``Global.mode=train``: train from a loaded config; returns the train_result.json content."""
+    return train(options_from_config(cfg), config=_plain(cfg))

@@ -1,0 +1,218 @@
+"""The network to train and its starting weights.
+
+- :func:`spec_for_classes` / :func:`build_train_model`: a published architecture with the class count of the
+  user's dataset (only the head's ``pred_cls`` convolutions change shape).
+- :func:`load_pretrained`: the reference's partial-match start (``ppdet`` ``match_state_dict``): each model key
+  takes the file's tensor of the same name, else the longest file key it ends with (``a.endswith('.' + b)``);
+  tensors whose shape differs and keys the file lacks keep their initial values. A summary says what loaded
+  and what did not, grouped by module.
+
+Sources: a ``.pdparams`` file (Paddle names, converted tensor by tensor), our ``.safetensors``, a folder holding
+one, an http(s) URL, or a published model name (its official file, downloaded once).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import urllib.parse
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import WeightsError
+from ..nn.detector import Detector
+from ..weights.convert import PADDLE_META_KEY, _is_transposed_linear, paddle_key_to_torch
+from ..weights.pdparams import load_pdparams
+from ..weights.store import fetch_weights, load_safetensors
+from ..zoo import ModelSpec, get_spec, list_models
+
+WEIGHT_SUFFIXES = (".safetensors", ".pdparams")
+
+
+def spec_for_classes(spec: ModelSpec, class_names: Sequence[str]) -> ModelSpec:
+    """``spec`` with its class list (and the head's class count) replaced; unchanged when they already agree."""
+    names = tuple(str(c) for c in class_names)
+    if not names:
+        raise WeightsError(f"{spec.name}: a model needs at least one class")
+    if names == tuple(spec.classes):
+        return spec
+    arch = dataclasses.replace(spec.arch, num_classes=len(names))
+    return dataclasses.replace(spec, arch=arch, classes=names)
+
+
+def build_train_model(spec: ModelSpec) -> Detector:
+    """A freshly initialised network for ``spec`` (which may carry a custom class count), in train mode."""
+    model = Detector(spec.arch)
+    model.spec = spec
+    return model.train()
+
+
+# ------------------------------------------------------------------------------------------- reading files
+
+
+def _paddle_to_torch_tensors(pd_state: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """Paddle names and layouts -> ours, tensor by tensor (no whole-model check: partial loads are the point)."""
+    out: dict[str, torch.Tensor] = {}
+    for pk, value in pd_state.items():
+        if pk == PADDLE_META_KEY:
+            continue
+        tk = paddle_key_to_torch(pk)
+        arr = np.asarray(value)
+        if arr.ndim == 2 and _is_transposed_linear(tk):
+            arr = arr.T
+        out[tk] = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+    return out
+
+
+def _resolve_source(source: str | os.PathLike) -> Path:
+    text = str(source)
+    if text in list_models() or _is_model_alias(text):
+        spec = get_spec(text)
+        return fetch_weights(spec.weights_url, spec.sha256)
+    if urllib.parse.urlparse(text).scheme in ("http", "https"):
+        return fetch_weights(text)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        found = sorted(p for p in path.iterdir() if p.suffix in WEIGHT_SUFFIXES)
+        if (path / "model.safetensors").is_file():
+            found = [path / "model.safetensors"]
+        if len(found) != 1:
+            raise WeightsError(f"{path}: expected exactly one .safetensors or .pdparams file to start from, found "
+                               f"{len(found)} ({', '.join(p.name for p in found) or 'none'})")
+        path = found[0]
+    if not path.is_file():
+        raise WeightsError(f"pretrained weights {text!r} not found: give a .pdparams / .safetensors file, a folder "
+                           f"holding one, an http(s) URL, or a model name ({', '.join(list_models())})")
+    return path
+
+
+def _is_model_alias(text: str) -> bool:
+    try:
+        get_spec(text)
+    except KeyError:
+        return False
+    return "/" not in text and "\\" not in text and not text.endswith(WEIGHT_SUFFIXES)
+
+
+def read_weights(source: str | os.PathLike) -> tuple[dict[str, torch.Tensor], str]:
+    """The tensors of a weights source under our names, and the file they came from."""
+    path = _resolve_source(source)
+    if path.suffix == ".pdparams":
+        return _paddle_to_torch_tensors(load_pdparams(path)), str(path)
+    if path.suffix == ".safetensors":
+        state, _ = load_safetensors(path)
+        return state, str(path)
+    raise WeightsError(f"{path}: unknown weights format {path.suffix!r}; expected one of {WEIGHT_SUFFIXES}")
+
+
+# ------------------------------------------------------------------------------------------- partial match
+
+
+@dataclass
+class LoadReport:
+    """What a partial load did; ``summary()`` is the text printed to the user and the log."""
+
+    source: str
+    total: int  # tensors in the model's state_dict
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # model keys the file has no tensor for
+    mismatched: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)  # key: (file, model)
+    unused: list[str] = field(default_factory=list)  # file keys no model key took
+
+    def summary(self, limit: int = 12) -> str:
+        lines = [f"pretrained weights {self.source}: loaded {len(self.loaded)}/{self.total} tensors"]
+        kept = _group_kept(self.missing, self.mismatched)
+        if kept:
+            lines.append("  kept initial values: " + "; ".join(kept[:limit]) +
+                         (f"; ... {len(kept) - limit} more groups" if len(kept) > limit else ""))
+        if self.unused:
+            groups = _group_keys(self.unused)
+            lines.append(f"  not used from the file ({len(self.unused)}): " + ", ".join(
+                f"{g} ({n})" for g, n in list(groups.items())[:limit]))
+        return "\n".join(lines)
+
+
+def _module_group(key: str, depth: int = 2) -> str:
+    parts = key.split(".")
+    return ".".join(parts[:depth]) + ".*" if len(parts) > depth else key
+
+
+def _group_keys(keys: Sequence[str]) -> "OrderedDict[str, int]":
+    groups: OrderedDict[str, int] = OrderedDict()
+    for k in keys:
+        g = _module_group(k)
+        groups[g] = groups.get(g, 0) + 1
+    return groups
+
+
+def _group_kept(missing: Sequence[str], mismatched: Mapping[str, tuple]) -> list[str]:
+    out = []
+    for group, n in _group_keys(missing).items():
+        out.append(f"{group} ({n} tensors, not in the file)")
+    by_group: OrderedDict[str, list[str]] = OrderedDict()
+    for k in mismatched:
+        by_group.setdefault(_module_group(k), []).append(k)
+    for group, keys in by_group.items():
+        file_shape, model_shape = mismatched[keys[0]]
+        if group == "yolo_head.pred_cls.*":
+            why = f"{file_shape[0]}->{model_shape[0]} classes"
+        elif group == "yolo_head.pred_reg.*":
+            why = f"{file_shape[0]}->{model_shape[0]} regression channels"
+        else:
+            why = f"shape e.g. {list(file_shape)} in the file, {list(model_shape)} in the model"
+        out.append(f"{group} ({len(keys)} tensors, {why})")
+    return out
+
+
+def match_state_dict(model_state: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor],
+                     source: str = "weights") -> tuple[dict[str, torch.Tensor], LoadReport]:
+    """The tensors of ``weights`` that fit ``model_state`` by the reference's suffix rule, and a report."""
+    report = LoadReport(source=source, total=len(model_state))
+    weight_keys = list(weights)
+    taken: dict[str, str] = {}
+    out: dict[str, torch.Tensor] = {}
+    for mk, mv in model_state.items():
+        if mk in weights:
+            wk = mk
+        else:
+            candidates = [w for w in weight_keys if mk.endswith("." + w)]
+            if not candidates:
+                report.missing.append(mk)
+                continue
+            wk = max(candidates, key=len)
+        if wk in taken:
+            raise WeightsError(f"{source}: tensor {wk!r} matches both {taken[wk]!r} and {mk!r} in the model; "
+                               f"the file's names are ambiguous for this model")
+        taken[wk] = mk
+        wv = weights[wk]
+        if tuple(wv.shape) != tuple(mv.shape):
+            report.mismatched[mk] = (tuple(wv.shape), tuple(mv.shape))
+            continue
+        out[mk] = wv.to(dtype=mv.dtype)
+        report.loaded.append(mk)
+    report.unused = [w for w in weight_keys if w not in taken]
+    return out, report
+
+
+def load_pretrained(model: torch.nn.Module, source: str | os.PathLike) -> LoadReport:
+    """Partially load ``source`` into ``model`` in place (see the module docstring); returns the report.
+
+    ``num_batches_tracked`` counters are not weights: when the file lacks them they are not reported missing.
+    """
+    weights, path = read_weights(source)
+    state = model.state_dict()
+    matched, report = match_state_dict(state, weights, path)
+    if not matched:
+        raise WeightsError(f"{path}: none of its {len(weights)} tensors fits {getattr(model.spec, 'name', 'the model')}"
+                           f" (first file keys: {list(weights)[:3]}); is it a PP-YOLOE+ checkpoint?")
+    report.missing = [k for k in report.missing if not k.endswith("num_batches_tracked")]
+    report.total = sum(1 for k in state if not k.endswith("num_batches_tracked"))
+    report.loaded = [k for k in report.loaded if not k.endswith("num_batches_tracked")]
+    with torch.no_grad():
+        for k, v in matched.items():
+            state[k].copy_(v)
+    return report
