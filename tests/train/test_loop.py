@@ -1,0 +1,163 @@
+"""The training run end to end on a tiny synthetic dataset: outputs, saved EMA weights, LR, errors, NaN stop."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import yaml
+
+from ppyoloe_sod.errors import ConfigError
+from ppyoloe_sod.train import loop as loop_mod
+from ppyoloe_sod.train.checkpoint import load_checkpoint
+from ppyoloe_sod.train.loop import NonFiniteLossError, TrainOptions, options_from_config, train
+from ppyoloe_sod.weights.store import load_safetensors
+
+from train_synth import CLASSES, make_dataset, tiny_spec
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Two shared cores: a second intra-op thread makes these tiny steps ~10x slower, not faster."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _opts(tmp_path, **kw) -> TrainOptions:
+    base = dict(dataset_dir=str(tmp_path / "ds"), output=str(tmp_path / "out"), model=tiny_spec(), epochs=2,
+                batch_size=2, num_workers=0, log_interval=1, progress=False, seed=3)
+    base.update(kw)
+    return TrainOptions(**base)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("run")
+    make_dataset(tmp / "ds", n_train=4, n_val=2)
+    torch.set_num_threads(1)
+    result = train(_opts(tmp, warmup_steps=3))
+    return tmp, result
+
+
+def test_outputs_layout_and_result(finished_run):
+    tmp, result = finished_run
+    out = tmp / "out"
+    assert result["done_flag"] is True
+    assert result["epochs"] == 2 and result["iterations"] == 4  # 4 images / batch 2 x 2 epochs
+    on_disk = json.loads((out / "train_result.json").read_text())
+    assert on_disk == result
+    for key in ("config", "train_log", "label_dict"):
+        assert (out / result[key].split("/")[-1]).is_file()
+    assert set(result["models"]) == {"best", "last_1"}
+    assert result["best_metric"]["mAP"] == result["models"]["best"]["score"]
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["Train"]["epochs"] == 2 and cfg["Train"]["model"] == "tiny-sod-test"
+    log = (out / "train.log").read_text()
+    lines = [ln for ln in log.splitlines() if " loss " in ln and " lr " in ln]
+    assert len(lines) == 4  # log_interval 1
+    assert "eval (EMA weights" in log and "img/s" in lines[-1]
+    assert (out / "label_dict.txt").read_text().splitlines() == [f"{i} {n}" for i, n in enumerate(CLASSES)]
+
+
+def test_saved_weights_are_bias_corrected_ema(finished_run):
+    tmp, _ = finished_run
+    state, meta = load_safetensors(tmp / "out" / "latest" / "model.safetensors")
+    assert meta["model_name"] == "tiny-sod-test"
+    assert json.loads(meta["classes"]) == list(CLASSES) and meta["num_classes"] == "2"
+    ck = load_checkpoint(tmp / "out")
+    ema = ck["trainer"]["ema"]
+    # Independent formula: EMA shadow / (1 - d_last ** t) with d_t = min(0.9998, (1 + t) / (10 + t)).
+    t = ema["step"]
+    assert t == 4
+    d_last = min(0.9998, (1 + (t - 1)) / (10 + (t - 1)))
+    raw = ck["trainer"]["model"]
+    key = "yolo_head.stem_cls.0.fc.weight"
+    expected = ema["shadow"][key] / (1 - d_last**t)
+    torch.testing.assert_close(state[key], expected)
+    assert not torch.allclose(state[key], raw[key])  # the raw weights are not what was exported
+    cfg = json.loads((tmp / "out" / "latest" / "model_config.json").read_text())
+    assert cfg["num_classes"] == 2 and cfg["weights"] == "model.safetensors"
+
+
+def test_checkpoint_lr_and_counters_follow_the_schedule(finished_run):
+    tmp, _ = finished_run
+    ck = load_checkpoint(tmp / "out" / "latest" / "checkpoint.pt")
+    assert ck["epoch"] == 2 and ck["iteration"] == 4 and ck["iters_per_epoch"] == 2
+    # The LR of the last step (iteration 3): warmup of 3 iterations done, cosine over max(96, 2) epochs x 2.
+    w, m, i = 3, 96 * 2, 3
+    expected = 0.01 * 0.5 * (1 + math.cos(math.pi * (i - w) / (m - w)))
+    for group in ck["trainer"]["optimizer"]["param_groups"]:
+        assert group["lr"] == pytest.approx(expected, rel=1e-12)
+    # weights_only round trip kept the RNG state as tensors
+    assert ck["rng"]["torch"].dtype == torch.uint8 and ck["rng"]["python"]["internal"].numel() == 625
+
+
+def test_num_classes_mismatch_is_a_clear_error(tmp_path):
+    make_dataset(tmp_path / "ds", n_train=2, n_val=0)
+    with pytest.raises(ConfigError, match=r"num_classes is 5.*2 categories.*Train.num_classes=2"):
+        train(_opts(tmp_path, num_classes=5))
+
+
+def test_custom_class_count_rebuilds_pred_cls_and_says_so(tmp_path, monkeypatch):
+    make_dataset(tmp_path / "ds", n_train=2, n_val=0)
+    ten = tiny_spec()
+    import dataclasses
+    ten = dataclasses.replace(ten, classes=tuple(f"c{i}" for i in range(10)),
+                              arch=dataclasses.replace(ten.arch, num_classes=10))
+    run = loop_mod.train_process(_opts(tmp_path, model=ten, epochs=1), 0, 1, torch.device("cpu"))
+    assert run.trainer.net.yolo_head.pred_cls[0].out_channels == 2
+    assert run.spec.classes == CLASSES
+    log = (tmp_path / "out" / "train.log").read_text()
+    assert "pred_cls rebuilt" in log and "has 10" in log
+    assert "instance_val.json not found" in log  # no val split: trains without evaluation
+
+
+def test_nan_loss_stops_with_iteration_and_keeps_last_checkpoint(tmp_path, monkeypatch):
+    make_dataset(tmp_path / "ds", n_train=4, n_val=0)
+    real_forward = loop_mod.DetectionLoss.forward
+    calls = {"n": 0}
+
+    def poisoned(self, *args, **kwargs):
+        terms = real_forward(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 4:  # second iteration of epoch 2 (global iteration 3)
+            terms["loss"] = terms["loss"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(loop_mod.DetectionLoss, "forward", poisoned)
+    with pytest.raises(NonFiniteLossError, match=r"iteration 3 .*epoch 2, batch 2/2.*last good checkpoint"):
+        train(_opts(tmp_path, epochs=3))
+    ck = load_checkpoint(tmp_path / "out")
+    assert ck["epoch"] == 1 and ck["iteration"] == 2
+    assert all(torch.isfinite(v).all() for v in ck["trainer"]["model"].values() if v.is_floating_point())
+    result = json.loads((tmp_path / "out" / "train_result.json").read_text())
+    assert result["done_flag"] is False
+    assert "not finite at iteration 3" in (tmp_path / "out" / "train.log").read_text()
+
+
+def test_options_from_paddlex_config_keys(tmp_path):
+    cfg = {"Global": {"model": "PP-YOLOE_plus_SOD-S", "dataset_dir": str(tmp_path), "device": "cpu",
+                      "output": str(tmp_path / "o")},
+           "Train": {"num_classes": 3, "epochs_iters": 7, "batch_size": 4, "learning_rate": 0.002,
+                     "warmup_steps": 100, "log_interval": 5, "eval_interval": 2, "pretrain_weight_path": None,
+                     "resume_path": ""}}
+    o = options_from_config(cfg)
+    assert (o.model, o.num_classes, o.epochs, o.batch_size, o.learning_rate, o.warmup_steps, o.log_interval,
+            o.eval_interval, o.pretrain_weight_path, o.resume_path, o.output) == (
+        "PP-YOLOE_plus_SOD-S", 3, 7, 4, 0.002, 100, 5, 2, None, None, str(tmp_path / "o"))
+    cfg["Train"]["batch_size"] = 0
+    with pytest.raises(ConfigError, match="Train.batch_size"):
+        options_from_config(cfg)
+    with pytest.raises(ConfigError, match="Global.dataset_dir"):
+        options_from_config({"Global": {}, "Train": {}})
+
+
+def test_bad_device_and_resume_path_are_clear_errors(tmp_path):
+    with pytest.raises(ConfigError, match="Global.device 'tpu:0'"):
+        loop_mod.parse_device("tpu:0")
+    make_dataset(tmp_path / "ds", n_train=2, n_val=0)
+    with pytest.raises(ConfigError, match="resume_path .*no checkpoint found"):
+        train(_opts(tmp_path, resume_path=str(tmp_path / "nowhere")))
