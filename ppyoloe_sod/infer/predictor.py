@@ -1,0 +1,188 @@
+"""PaddleX-style inference: ``create_model(name, ...).predict(input)`` yields one DetResult per image.
+
+Steps per batch, as PaddleX runs these models: BGR -> RGB, exact resize to the model's input size (h, w) with
+cubic interpolation, float32 / 255, one forward per batch, decode + Paddle-style NMS (``boxes.postprocess``)
+with ``scale_factor = (h / orig_h, w / orig_w)``, then the score threshold, clipping to the image and dropping
+boxes left empty by the clipping.
+"""
+from __future__ import annotations
+
+import os
+from itertools import islice
+from typing import Any, Iterable, Iterator, Mapping
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .. import boxes as box_ops
+from ..data.sources import Source, expand_inputs, load_source
+from ..errors import ConfigError
+from ..nn.detector import Detector
+from .backends import Backend, make_backend
+from .result import DetResult
+
+Threshold = float | Mapping[int, float] | None
+DEFAULT_THRESHOLD = 0.5  # PaddleX's draw_threshold for these models; also the per-class default in a dict
+PROGRESS_MIN_IMAGES = 10  # show a progress bar from this many inputs on
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """'cpu', 'gpu', 'gpu:N', 'cuda', 'cuda:N' (or PaddleX's 'gpu:0,1,2,3': the first one); None = first GPU or CPU."""
+    if device is None:
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    if isinstance(device, torch.device):
+        text = str(device)
+    else:
+        text = str(device).strip().lower()
+    kind, _, index = text.partition(":")
+    index = index.split(",")[0].strip()
+    if kind == "cpu" and not index:
+        return torch.device("cpu")
+    if kind in ("gpu", "cuda") and (not index or index.isdigit()):
+        n = int(index or 0)
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r} asks for a GPU but CUDA is not available here; use device='cpu'.")
+        if n >= torch.cuda.device_count():
+            raise ConfigError(f"device {device!r}: there are only {torch.cuda.device_count()} GPU(s) (0-based ids).")
+        return torch.device("cuda", n)
+    raise ConfigError(f"Unknown device {device!r}; use 'cpu', 'gpu', 'gpu:N' or 'cuda:N'.")
+
+
+def check_threshold(threshold: Any, num_classes: int) -> Threshold:
+    """Validate a threshold: None, a number, or {cls_id: number} with ids in 0..num_classes-1."""
+    if threshold is None:
+        return None
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, Mapping)):
+        raise ConfigError(f"threshold must be a float, a {{cls_id: float}} dict or None, got {threshold!r}.")
+    if isinstance(threshold, Mapping):
+        out: dict[int, float] = {}
+        for k, v in threshold.items():
+            if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= int(k) < num_classes:
+                raise ConfigError(
+                    f"threshold dict has class id {k!r}, but the model's classes are 0..{num_classes - 1}."
+                )
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ConfigError(f"threshold for class {k} must be a number, got {v!r}.")
+            out[int(k)] = float(v)
+        return out
+    return float(threshold)
+
+
+def preprocess(image_bgr: np.ndarray, input_size: tuple[int, int]) -> tuple[np.ndarray, tuple[float, float]]:
+    """BGR uint8 HxWx3 -> (RGB float32 CHW in 0..1 at input_size, scale_factor (sy, sx))."""
+    h, w = input_size
+    oh, ow = image_bgr.shape[:2]
+    rgb = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
+    if (oh, ow) != (h, w):
+        rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_CUBIC)
+    chw = np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32) / np.float32(255.0)
+    return chw, (h / oh, w / ow)
+
+
+def filter_and_clip(dets: np.ndarray, threshold: float | Mapping[int, float], width: int, height: int,
+                    labels: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Rows (class, score, x1, y1, x2, y2) -> PaddleX box dicts: score > threshold (strict), clipped to the image,
+    boxes left with no area dropped. Order is kept (NMS order: class ascending, then score descending)."""
+    if len(dets) == 0:
+        return []
+    cls = dets[:, 0].astype(np.int64)
+    # Compared in float32, as PaddleX's numpy does (a Python float threshold is cast to the scores' dtype).
+    if isinstance(threshold, Mapping):
+        thr = np.array([threshold.get(int(c), DEFAULT_THRESHOLD) for c in cls], dtype=np.float32)
+    else:
+        thr = np.full(len(dets), threshold, dtype=np.float32)
+    keep = (dets[:, 1].astype(np.float32) > thr) & (cls > -1)
+    out = []
+    for row, c in zip(dets[keep], cls[keep]):
+        x1, y1 = max(0.0, float(row[2])), max(0.0, float(row[3]))
+        x2, y2 = min(float(width), float(row[4])), min(float(height), float(row[5]))
+        if x2 <= x1 or y2 <= y1:
+            continue
+        out.append({"cls_id": int(c), "label": labels[c] if c < len(labels) else str(int(c)),
+                    "score": float(row[1]), "coordinate": [x1, y1, x2, y2]})
+    return out
+
+
+def _batched(items: Iterable[Source], n: int) -> Iterator[list[Source]]:
+    it = iter(items)
+    while batch := list(islice(it, n)):
+        yield batch
+
+
+class DetPredictor:
+    """A loaded model plus its backend; ``predict`` / ``__call__`` yield DetResult objects."""
+
+    def __init__(self, detector: Detector, backend: Backend, model_name: str, labels: tuple[str, ...],
+                 input_size: tuple[int, int], threshold: Threshold = None):
+        self.detector = detector
+        self.backend = backend
+        self.model_name = model_name
+        self.labels = tuple(labels)
+        self.input_size = tuple(input_size)
+        self.threshold = check_threshold(threshold, len(self.labels))
+
+    def _run_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """One forward for a batch of BGR images -> per image NMS rows in original-image pixels (float32)."""
+        chws, scales = zip(*(preprocess(im, self.input_size) for im in images))
+        batch = torch.from_numpy(np.stack(chws))
+        raw = self.backend.run(batch)
+        device = raw.cls_logits.device
+        points, strides = self.detector.anchors(*self.input_size, device)
+        proj = self.detector.proj.to(device)
+        scale_factor = torch.tensor(np.asarray(scales, dtype=np.float32), device=device)
+        with torch.inference_mode():
+            dets = box_ops.postprocess(raw.cls_logits, raw.reg_logits, points, strides, proj, scale_factor,
+                                       self.detector.spec.nms)
+        return [d.detach().float().cpu().numpy() for d in dets]
+
+    def predict(self, input: Any, batch_size: int = 1, threshold: Threshold = None) -> Iterator[DetResult]:
+        """Yield one DetResult per image (per page for PDFs), running ``batch_size`` images per forward.
+
+        Threshold priority: this argument > create_model's > 0.5. A float keeps score > threshold; a dict
+        {cls_id: threshold} applies per class, 0.5 for classes not listed.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}.")
+        thr = check_threshold(threshold, len(self.labels))
+        if thr is None:
+            thr = self.threshold if self.threshold is not None else self._default_threshold()
+        sources = expand_inputs(input)
+        bar = tqdm(total=len(sources), desc=f"predict {self.model_name}", unit="img",
+                   disable=len(sources) < PROGRESS_MIN_IMAGES)
+        try:
+            for chunk in _batched(sources, batch_size):
+                images = [load_source(s) for s in chunk]
+                for src, img, dets in zip(chunk, images, self._run_batch(images)):
+                    boxes = filter_and_clip(dets, thr, img.shape[1], img.shape[0], self.labels)
+                    bar.update(1)
+                    yield DetResult(src.input_path, src.page_index, img, boxes)
+        finally:
+            bar.close()
+
+    __call__ = predict
+
+    def _default_threshold(self) -> float:
+        spec = getattr(self.detector, "spec", None)
+        return float(getattr(spec, "draw_threshold", DEFAULT_THRESHOLD))
+
+
+def create_model(model_name: str, model_dir: str | os.PathLike | None = None, device: str | None = None,
+                 threshold: Threshold = None, use_hpip: bool = False) -> DetPredictor:
+    """A predictor for a published model, as PaddleX's ``create_model``.
+
+    ``model_dir``: None for the official weights (downloaded once and cached), else a ``.safetensors`` /
+    ``.pdparams`` file or a folder holding one (as written by our training or export). ``device``: 'cpu',
+    'gpu', 'gpu:N' or 'cuda:N'; default the first GPU when there is one, else the CPU. ``threshold``: a float,
+    a {cls_id: float} dict (unlisted classes 0.5) or None (0.5). ``use_hpip``: run on the fastest available
+    backend (ONNX Runtime for now) and say which.
+    """
+    from ..models import load_model  # models imports the network; keep `import ppyoloe_sod.infer` light
+
+    dev = resolve_device(device)
+    detector = load_model(model_name, weights=model_dir, device=dev)
+    spec = detector.spec
+    check_threshold(threshold, len(spec.classes))
+    backend = make_backend(detector, dev, use_hpip=use_hpip, model_name=spec.name, input_size=spec.input_size)
+    return DetPredictor(detector, backend, spec.name, spec.classes, spec.input_size, threshold)
