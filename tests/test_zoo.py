@@ -34,8 +34,7 @@ def test_spec_is_consistent(name):
     assert spec.weights_url.startswith("https://") and spec.weights_url.endswith(".pdparams")
     assert all(s % 32 == 0 for s in spec.input_size)
     assert spec.metrics and spec.metrics_dataset
-    if spec.num_params:
-        assert paddle_state_size(name) == (spec.num_state_tensors, spec.num_params)
+    assert paddle_state_size(name) == (spec.num_state_tensors, spec.num_params)
 
 
 def test_sod_models_are_visdrone():
