@@ -186,3 +186,25 @@ def create_model(model_name: str, model_dir: str | os.PathLike | None = None, de
     check_threshold(threshold, len(spec.classes))
     backend = make_backend(detector, dev, use_hpip=use_hpip, model_name=spec.name, input_size=spec.input_size)
     return DetPredictor(detector, backend, spec.name, spec.classes, spec.input_size, threshold)
+
+
+def run_predict(cfg: Any) -> int:
+    """``Global.mode=predict``: predict ``Predict.input``, print each result and save its JSON and drawing under
+    ``Global.output``. Returns the number of results."""
+    from pathlib import Path
+
+    p = cfg.Predict
+    if p.input is None or p.input == "" or p.input == []:
+        raise ConfigError("Predict.input is not set; pass -o Predict.input=IMAGE (a file, folder, URL or PDF).")
+    use_hpip = bool(p.use_hpip) or str(p.kernel_option.run_mode).lower() in ("onnxruntime", "ort")
+    model = create_model(cfg.Global.model, model_dir=p.model_dir, device=cfg.Global.device,
+                         threshold=p.threshold, use_hpip=use_hpip)
+    out = Path(cfg.Global.output)
+    count = 0
+    for res in model.predict(p.input, batch_size=p.batch_size):
+        res.print()
+        res.save_to_img(out)
+        res.save_to_json(out)
+        count += 1
+    print(f"{count} result(s) saved under {out}")
+    return count
