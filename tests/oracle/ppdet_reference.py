@@ -53,7 +53,8 @@ class PaddleDetector(paddle.nn.Layer):
         return c3c4c5, pans
 
 
-def randomize(model: paddle.nn.Layer, seed: int = 0) -> None:
+def randomize(model: paddle.nn.Layer, seed: int = 0, cls_bias: float = -1.0, head_scale: float = 1.0,
+              cls_std: float = 0.005) -> None:
     """Random BN statistics/affine, alphas and head predictors, so every stage carries a distinct signal."""
     rng = np.random.default_rng(seed)
     for name, p in model.state_dict().items():
@@ -69,20 +70,25 @@ def randomize(model: paddle.nn.Layer, seed: int = 0) -> None:
         elif name.endswith(".alpha"):
             v = rng.uniform(0.5, 1.5, shape)
         elif "yolo_head.pred_cls" in name:
-            v = rng.normal(0, 0.005, shape) if name.endswith("weight") else rng.normal(-1.0, 0.5, shape)
+            v = rng.normal(0, cls_std * head_scale, shape) if name.endswith("weight") else rng.normal(cls_bias, 0.5, shape)
         elif "yolo_head.pred_reg" in name:
             # Small weights: the feature signal still moves boxes by pixels (so a wrong stem shows), while the
             # float32 rounding noise of ~100 layers, amplified by stride 32, stays under the 1e-3 px tolerance.
-            v = rng.normal(0, 0.002, shape) if name.endswith("weight") else rng.normal(0, 1.0, shape)
+            v = rng.normal(0, 0.002 * head_scale, shape) if name.endswith("weight") else rng.normal(0, 1.0, shape)
         else:
             continue
         p.set_value(v.astype("float32"))
 
 
-def build(name: str, eval_size=None, seed: int = 0) -> PaddleDetector:
+def build(name: str, eval_size=None, seed: int = 0, cls_bias: float = -1.0, head_scale: float = 1.0,
+          cls_std: float = 0.005) -> PaddleDetector:
+    """A ppdet model with random weights in eval mode; ``cls_bias`` sets the mean class logit (about -5 leaves
+    only a few hundred candidates above the 0.01 score threshold, so NMS rather than keep_top_k decides);
+    ``head_scale`` scales the prediction-layer weights (at 1920 the 756,000 candidates reach far into the tails
+    and would saturate the sigmoid at 1.0 unless the logits spread less)."""
     paddle.seed(seed)
     model = PaddleDetector(name, eval_size)
-    randomize(model, seed)
+    randomize(model, seed, cls_bias, head_scale, cls_std)
     model.eval()
     return model
 

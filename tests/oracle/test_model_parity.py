@@ -30,31 +30,36 @@ def rel_err(ours: np.ndarray, ref: np.ndarray) -> float:
 
 
 def match_detections(ours: np.ndarray, ref: np.ndarray) -> tuple[float, float, int]:
-    """Max score and box differences after pairing detections class by class; also the number of boundary swaps.
+    """Max score and box differences after pairing detections class by class; also the near-tie count at the cut.
 
-    Paddle and we sort float32 scores computed in a different order; candidates whose scores differ by less than
-    that noise (~1e-7) may come out in swapped order, so rows are paired per class by a minimum-cost assignment
-    rather than by position. One such near-tie can straddle the keep_top_k cut: a pair that differs in box is
-    accepted only if both scores equal the lowest kept score within 1e-6. Classes must agree exactly.
+    Paddle and we sort float32 scores computed in a different order, so candidates whose scores differ by less
+    than that noise (~1e-7) may come out in swapped order: rows are paired per class by a minimum-cost assignment
+    rather than by position. At the keep_top_k cut such a near-tie decides which of two candidates (possibly of
+    different classes) is the 500th detection; rows whose score is within 1e-6 of the lowest kept score are
+    therefore compared as a group (same count, scores within tolerance) and everything above must match exactly
+    in class and count.
     """
     assert ours.shape == ref.shape, f"detection count differs: ours {ours.shape[0]}, Paddle {ref.shape[0]}"
-    np.testing.assert_array_equal(ours[:, 0], ref[:, 0])  # same class grouping and count per class
-    cutoff = ref[:, 1].min()
-    max_score, max_box, swaps = 0.0, 0.0, 0
-    for c in np.unique(ref[:, 0]):
-        a, b = ours[ours[:, 0] == c], ref[ref[:, 0] == c]
+    assert len(ref) > 0, "no detections: the comparison would be empty"
+    cutoff = ref[:, 1].min() + 1e-6
+    core_a, core_b = ours[ours[:, 1] > cutoff], ref[ref[:, 1] > cutoff]
+    assert core_a.shape == core_b.shape, f"detections above the cut: ours {len(core_a)}, Paddle {len(core_b)}"
+    np.testing.assert_array_equal(core_a[:, 0], core_b[:, 0])  # same class grouping and count per class
+    edge_a, edge_b = ours[ours[:, 1] <= cutoff], ref[ref[:, 1] <= cutoff]
+    max_score = float(np.abs(np.sort(edge_a[:, 1]) - np.sort(edge_b[:, 1])).max(initial=0.0))
+    max_box = 0.0
+    for c in np.unique(core_b[:, 0]):
+        a, b = core_a[core_a[:, 0] == c], core_b[core_b[:, 0] == c]
         cost = np.abs(a[:, None, 2:] - b[None, :, 2:]).max(-1) + 1e3 * np.abs(a[:, None, 1] - b[None, :, 1])
         rows, cols = linear_sum_assignment(cost)
-        box_diff = np.abs(a[rows, 2:] - b[cols, 2:]).max(-1)
-        boundary = (box_diff > BOX_ATOL) & (np.abs(a[rows, 1] - cutoff) < 1e-6) & (np.abs(b[cols, 1] - cutoff) < 1e-6)
-        swaps += int(boundary.sum())
         max_score = max(max_score, float(np.abs(a[rows, 1] - b[cols, 1]).max()))
-        max_box = max(max_box, float(box_diff[~boundary].max(initial=0.0)))
-    return max_score, max_box, swaps
+        max_box = max(max_box, float(np.abs(a[rows, 2:] - b[cols, 2:]).max()))
+    return max_score, max_box, len(edge_b)
 
 
-def run_both(name: str, height: int, width: int, tmp_path, scale_factor=(0.5, 0.8), seed: int = 0):
-    pd_model = build(name, seed=seed)
+def run_both(name: str, height: int, width: int, tmp_path, scale_factor=(0.5, 0.8), seed: int = 0,
+             cls_bias: float = -1.0, head_scale: float = 1.0, cls_std: float = 0.005):
+    pd_model = build(name, seed=seed, cls_bias=cls_bias, head_scale=head_scale, cls_std=cls_std)
     weights = tmp_path / f"{name}.pdparams"
     paddle.save(pd_model.state_dict(), str(weights))
     model = load_model(name, weights)
@@ -89,7 +94,7 @@ def run_both(name: str, height: int, width: int, tmp_path, scale_factor=(0.5, 0.
     report["decoded boxes (px)"] = float(np.abs(boxes[0].numpy() - ref_boxes).max())
     pd_dets = pd_bbox.numpy()[: int(pd_num.numpy()[0])]
     score_diff, box_diff, swaps = match_detections(dets.numpy(), pd_dets)
-    report["near-tie swaps at keep_top_k"] = swaps
+    report["near-ties at the keep_top_k cut"] = swaps
     report["NMS scores (abs)"] = score_diff
     report["NMS boxes (px)"] = box_diff
     report["detections"] = dets.shape[0]
@@ -106,7 +111,7 @@ def check(report: dict) -> None:
     assert report["decoded boxes (px)"] < BOX_ATOL
     assert report["NMS boxes (px)"] < BOX_ATOL
     assert report["detections"] > 0
-    assert report["near-tie swaps at keep_top_k"] <= 2
+    assert report["near-ties at the keep_top_k cut"] <= 5
 
 
 @pytest.mark.parametrize("name", ["PP-YOLOE_plus_SOD-S", "PP-YOLOE_plus_SOD-L"])
@@ -119,6 +124,13 @@ def test_parity_non_square_input(tmp_path):
     check(run_both("PP-YOLOE_plus_SOD-S", 384, 640, tmp_path, scale_factor=(0.4, 0.6), seed=3))
 
 
+def test_parity_when_nms_decides(tmp_path):
+    """Few candidates above the score threshold: the kept set is NMS's choice, not the keep_top_k cut."""
+    report = run_both("PP-YOLOE_plus_SOD-S", 640, 640, tmp_path, seed=11, cls_bias=-6.0, cls_std=0.03)
+    check(report)
+    assert report["detections"] < 500
+
+
 def test_parity_coco_base_model(tmp_path):
     """The plain PP-YOLOE+ (no transformer, reg_max 16, 80 classes) that SOD training starts from."""
     check(run_both("PP-YOLOE_plus-S", 320, 320, tmp_path, seed=5))
@@ -126,4 +138,4 @@ def test_parity_coco_base_model(tmp_path):
 
 @pytest.mark.slow
 def test_parity_largesize_at_1920(tmp_path):
-    check(run_both("PP-YOLOE_plus_SOD-largesize-L", 1920, 1920, tmp_path, seed=7))
+    check(run_both("PP-YOLOE_plus_SOD-largesize-L", 1920, 1920, tmp_path, seed=7, cls_bias=-3.0, head_scale=0.1))
