@@ -659,19 +659,32 @@ def _value(section: Any, key: str, default: Any = None) -> Any:
     return default if value is None or value == "" else value
 
 
+NO_PRETRAIN = ("random", "scratch", "none")
+
+
 def options_from_config(cfg: Any) -> TrainOptions:
-    """PaddleX-style config (``Global`` and ``Train`` sections, dataclasses or dicts) -> TrainOptions."""
+    """PaddleX-style config (``Global`` and ``Train`` sections, dataclasses or dicts) -> TrainOptions.
+
+    As in PaddleX, an unset ``Train.pretrain_weight_path`` starts from the published weights of
+    ``Global.model`` (downloaded and converted once); ``random`` (or ``scratch``) starts from random
+    initialisation. An unset ``Global.device`` means the first GPU when there is one, else the CPU.
+    """
     g, t = _section(cfg, "Global"), _section(cfg, "Train")
     dataset_dir = _value(g, "dataset_dir")
     if not dataset_dir:
         raise ConfigError("Global.dataset_dir is not set; pass -o Global.dataset_dir=DIR (the folder with images/ "
                           "and annotations/instance_train.json)")
     defaults = TrainOptions(dataset_dir=str(dataset_dir))
+    model = str(_value(g, "model", DEFAULT_MODEL))
+    device = _value(g, "device") or ("gpu:0" if torch.cuda.is_available() else "cpu")
+    pretrain = _value(t, "pretrain_weight_path", model)  # unset: the published weights of Global.model
+    if str(pretrain).lower() in NO_PRETRAIN:
+        pretrain = None
     opts = TrainOptions(
         dataset_dir=str(dataset_dir),
         output=str(_value(g, "output", defaults.output)),
-        model=str(_value(g, "model", DEFAULT_MODEL)),
-        device=str(_value(g, "device", defaults.device)),
+        model=model,
+        device=str(device),
         num_classes=_value(t, "num_classes"),
         epochs=_value(t, "epochs_iters", defaults.epochs),
         batch_size=_value(t, "batch_size", defaults.batch_size),
@@ -679,7 +692,7 @@ def options_from_config(cfg: Any) -> TrainOptions:
         warmup_steps=_value(t, "warmup_steps"),
         log_interval=_value(t, "log_interval", defaults.log_interval),
         eval_interval=_value(t, "eval_interval", defaults.eval_interval),
-        pretrain_weight_path=_value(t, "pretrain_weight_path"),
+        pretrain_weight_path=pretrain,
         resume_path=_value(t, "resume_path"),
         seed=_value(t, "seed", defaults.seed),
         num_workers=_value(t, "num_workers", defaults.num_workers),

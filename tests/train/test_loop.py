@@ -146,8 +146,11 @@ def test_options_from_paddlex_config_keys(tmp_path):
                      "resume_path": ""}}
     o = options_from_config(cfg)
     assert (o.model, o.num_classes, o.epochs, o.batch_size, o.learning_rate, o.warmup_steps, o.log_interval,
-            o.eval_interval, o.pretrain_weight_path, o.resume_path, o.output) == (
-        "PP-YOLOE_plus_SOD-S", 3, 7, 4, 0.002, 100, 5, 2, None, None, str(tmp_path / "o"))
+            o.eval_interval, o.resume_path, o.output) == (
+        "PP-YOLOE_plus_SOD-S", 3, 7, 4, 0.002, 100, 5, 2, None, str(tmp_path / "o"))
+    assert o.pretrain_weight_path == "PP-YOLOE_plus_SOD-S"  # unset: the published weights, as in PaddleX
+    cfg["Train"]["pretrain_weight_path"] = "random"
+    assert options_from_config(cfg).pretrain_weight_path is None
     cfg["Train"]["batch_size"] = 0
     with pytest.raises(ConfigError, match="Train.batch_size"):
         options_from_config(cfg)
@@ -161,3 +164,29 @@ def test_bad_device_and_resume_path_are_clear_errors(tmp_path):
     make_dataset(tmp_path / "ds", n_train=2, n_val=0)
     with pytest.raises(ConfigError, match="resume_path .*no checkpoint found"):
         train(_opts(tmp_path, resume_path=str(tmp_path / "nowhere")))
+
+
+def test_cli_trains_sod_s_from_the_paddlex_config(tmp_path, capsys):
+    """``python -m ppyoloe_sod.train -c configs/PP-YOLOE_plus_SOD-S.yaml -o ...``: one iteration of SOD-S with
+    the dataset's 2 classes, evaluation, outputs that ``train_result.json`` points at."""
+    from pathlib import Path
+
+    from ppyoloe_sod.train.__main__ import main
+
+    make_dataset(tmp_path / "ds", n_train=2, n_val=1, size=96)
+    config = Path(__file__).resolve().parents[2] / "configs" / "PP-YOLOE_plus_SOD-S.yaml"
+    out = tmp_path / "out"
+    code = main(["-c", str(config), "-o", f"Global.dataset_dir={tmp_path / 'ds'}", "-o", f"Global.output={out}",
+                 "-o", "Global.device=cpu", "-o", "Train.num_classes=2", "-o", "Train.pretrain_weight_path=random",
+                 "-o", "Train.max_iters=1", "-o", "Train.num_workers=0", "-o", "Train.epochs_iters=3"])
+    assert code == 0
+    result = json.loads((out / "train_result.json").read_text())
+    assert result["done_flag"] is True and result["model_name"] == "PP-YOLOE_plus_SOD-S"
+    assert result["iterations"] == 1 and result["num_classes"] == 2
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["Global"]["mode"] == "train" and cfg["Train"]["num_classes"] == 2
+    state, meta = load_safetensors(out / "best_model" / "model.safetensors")
+    assert state["yolo_head.pred_cls.0.weight"].shape[0] == 2 and meta["num_classes"] == "2"
+    assert main(["-c", str(config), "-o", f"Global.dataset_dir={tmp_path / 'ds'}", "-o", "Global.device=cpu",
+                 "-o", "Train.num_classes=4", "-o", f"Global.output={tmp_path / 'o2'}"]) == 2
+    assert "Train.num_classes=2" in capsys.readouterr().err
