@@ -102,14 +102,14 @@ def run_both(name: str, height: int, width: int, tmp_path, scale_factor=(0.5, 0.
     return report
 
 
-def check(report: dict) -> None:
+def check(report: dict, box_atol: float = BOX_ATOL) -> None:
     for key, value in report.items():
         if key.startswith(("backbone", "neck", "head distances")):
             assert value < FEATURE_RTOL, (key, value)
     assert report["head scores (abs)"] < SCORE_ATOL
     assert report["NMS scores (abs)"] < SCORE_ATOL
-    assert report["decoded boxes (px)"] < BOX_ATOL
-    assert report["NMS boxes (px)"] < BOX_ATOL
+    assert report["decoded boxes (px)"] < box_atol
+    assert report["NMS boxes (px)"] < box_atol
     assert report["detections"] > 0
     assert report["near-ties at the keep_top_k cut"] <= 5
 
@@ -138,4 +138,8 @@ def test_parity_coco_base_model(tmp_path):
 
 @pytest.mark.slow
 def test_parity_largesize_at_1920(tmp_path):
-    check(run_both("PP-YOLOE_plus_SOD-largesize-L", 1920, 1920, tmp_path, seed=7, cls_bias=-3.0, head_scale=0.1))
+    """At 1920 px a float32 step (ulp) of a coordinate is 1.2e-4 px and the 22-bin DFL sums values up to 19
+    strides, so the two frameworks' equally valid rounding differs by ~2e-3 px (measured 1.7e-3); the box
+    tolerance is 5e-3 px here (still 1/6000 of the 32 px stride), 1e-3 px at 640."""
+    check(run_both("PP-YOLOE_plus_SOD-largesize-L", 1920, 1920, tmp_path, seed=7, cls_bias=-3.0, head_scale=0.1),
+          box_atol=5e-3)
