@@ -34,7 +34,7 @@ from ..data.coco import read_coco
 from ..data.layout import IMAGES_DIR, annotation_path, find_dataset_root
 from ..data.loader import build_train_loader
 from ..errors import ConfigError, PPYOLOESODError
-from ..fileio import atomic_write_json, atomic_write_text
+from ..fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ..nn.detector import Detector
 from ..zoo import DEFAULT_MODEL, ModelSpec, get_spec
 from .checkpoint import (CHECKPOINT_NAME, WEIGHTS_NAME, load_checkpoint, rng_state, save_checkpoint,
@@ -46,6 +46,7 @@ from .pretrained import build_train_model, load_pretrained, spec_for_classes
 LOSS_TERMS = ("loss", "loss_cls", "loss_iou", "loss_dfl")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 REFERENCE_COSINE_EPOCHS = 96
+CURVES_NAME = "train_curves.png"
 log = logging.getLogger("ppyoloe_sod.train")
 
 
@@ -432,6 +433,8 @@ class _Run:
         self.last_metrics: dict[str, Any] | None = None
         self.epoch_done = 0
         self.iteration = 0
+        self.history: list[list[float]] = []  # [iteration, loss, loss_cls, loss_iou, loss_dfl, lr] per step
+        self.eval_history: list[dict[str, Any]] = []  # metrics per evaluation, with the epoch
 
     # ------------------------------------------------------------------ setup
     def _data(self) -> None:
@@ -506,6 +509,9 @@ class _Run:
         self.iteration = int(state["iteration"])
         self.best = state.get("best")
         self.epoch_done = int(state["epoch"])
+        if state.get("history") is not None:
+            self.history = state["history"].tolist()
+        self.eval_history = list(state.get("eval_history") or [])
         set_rng_state(state["rng"])
         log.info("resumed from %s: %d epochs and %d iterations done, lr %.4g next", state["path"],
                  self.epoch_done, self.iteration, self.trainer.schedule(self.iteration))
@@ -549,6 +555,7 @@ class _Run:
                         f"{self._last_good_text()} Lower Train.learning_rate or check the annotations, then "
                         f"resume with -o Train.resume_path={self.out}") from None
                 self.iteration += 1
+                self.history.append([float(self.iteration - 1), *(stats[k] for k in LOSS_TERMS), stats["lr"]])
                 progress.tick()
                 bar.update(1)
                 bar.set_postfix_str(
@@ -582,6 +589,7 @@ class _Run:
             if self.eval_net is not None and (self.epoch_done % opts.eval_interval == 0 or last):
                 self.last_metrics = self._evaluate(weights)
                 info["metrics"] = self.last_metrics
+                self.eval_history.append({**self.last_metrics, "epoch": self.epoch_done})
                 if self.best is None or self.last_metrics["mAP"] > self.best["mAP"]:
                     self.best = {**self.last_metrics, "epoch": self.epoch_done}
                     save_model_dir(self.out / "best_model", weights, self.spec, info)
@@ -596,7 +604,10 @@ class _Run:
                 "spec": {"model_name": self.spec.name, "num_classes": self.spec.num_classes,
                          "classes": list(self.spec.classes)},
                 "options": _plain(opts.as_dict()),
+                "history": torch.tensor(self.history, dtype=torch.float64).reshape(-1, 2 + len(LOSS_TERMS)),
+                "eval_history": self.eval_history,
             })
+            atomic_write_bytes(self.out / CURVES_NAME, curves_png(self.history, self.eval_history))
             atomic_write_json(self.out / "train_result.json", self._summary(done=False))
             log.info("epoch %d done: saved %s", self.epoch_done, self.out / "latest")
         if self.world > 1:
@@ -632,8 +643,44 @@ class _Run:
             "model_name": self.spec.name, "done_flag": done, "config": str(out / "config.yaml"),
             "label_dict": str(out / "label_dict.txt"), "train_log": str(out / "train.log"),
             "epochs": self.epoch_done, "iterations": self.iteration, "num_classes": self.spec.num_classes,
+            "curves": str(out / CURVES_NAME),
             "best_metric": self.best, "models": models,
         }
+
+
+def curves_png(history: list[list[float]], evals: list[dict[str, Any]], window: int = 20) -> bytes:
+    """Loss terms per iteration (light) with their moving average (dark), LR, and mAP per evaluation."""
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 3.6), dpi=110)
+    FigureCanvasAgg(fig)
+    ax_loss, ax_lr, ax_map = fig.subplots(1, 3)
+    h = np.asarray(history, dtype=np.float64).reshape(-1, 2 + len(LOSS_TERMS))
+    for col, name in enumerate(LOSS_TERMS, start=1):
+        if not len(h):
+            break
+        line, = ax_loss.plot(h[:, 0], h[:, col], alpha=0.25, linewidth=0.8)
+        k = max(1, min(window, len(h) // 5 or 1))
+        smooth = np.convolve(h[:, col], np.ones(k) / k, mode="valid")
+        ax_loss.plot(h[k - 1:, 0], smooth, color=line.get_color(), label=name)
+    ax_loss.set(title="training loss", xlabel="iteration")
+    if len(h):
+        ax_loss.legend(fontsize=8)
+        ax_lr.plot(h[:, 0], h[:, -1])
+    ax_lr.set(title="learning rate", xlabel="iteration")
+    if evals:
+        epochs = [e["epoch"] for e in evals]
+        for key in ("mAP", "AP50"):
+            ax_map.plot(epochs, [e[key] for e in evals], marker="o", label=key)
+        ax_map.legend(fontsize=8)
+    ax_map.set(title="evaluation (EMA weights)", xlabel="epoch")
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
 
 
 def _metric_text(metrics: Mapping[str, Any] | None) -> str:

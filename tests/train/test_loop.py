@@ -60,6 +60,10 @@ def test_outputs_layout_and_result(finished_run):
     assert len(lines) == 4  # log_interval 1
     assert "eval (EMA weights" in log and "img/s" in lines[-1]
     assert (out / "label_dict.txt").read_text().splitlines() == [f"{i} {n}" for i, n in enumerate(CLASSES)]
+    assert (out / "train_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ck = load_checkpoint(out)
+    assert ck["history"].shape == (4, 6) and ck["history"][:, 0].tolist() == [0, 1, 2, 3]
+    assert [e["epoch"] for e in ck["eval_history"]] == [1, 2]
 
 
 def test_saved_weights_are_bias_corrected_ema(finished_run):
