@@ -23,9 +23,10 @@ from .zoo import DEFAULT_MODEL, ModelSpec, get_spec
 WEIGHT_SUFFIXES = (".safetensors", ".pdparams")
 
 
-def build_model(name: str = DEFAULT_MODEL) -> Detector:
-    """A randomly initialised network of a published model (reference init), in train mode."""
-    spec = get_spec(name)
+def build_model(name: str | ModelSpec = DEFAULT_MODEL) -> Detector:
+    """A randomly initialised network (reference init), in train mode, of a published model or of a spec
+    derived from one (e.g. ``spec.with_classes(names)`` for a fine-tuned class list)."""
+    spec = name if isinstance(name, ModelSpec) else get_spec(name)
     model = Detector(spec.arch)
     model.spec = spec
     return model
@@ -60,8 +61,9 @@ def _find_weights_in_dir(folder: Path) -> Path:
     return found[0]
 
 
-def load_state_dict(spec: ModelSpec, weights: str | os.PathLike | None) -> dict[str, torch.Tensor]:
-    """Resolve ``weights`` to a checked torch state_dict for ``spec``."""
+def load_state_dict(spec: ModelSpec, weights: str | os.PathLike | None) -> tuple[dict[str, torch.Tensor], ModelSpec]:
+    """Resolve ``weights`` to a checked torch state_dict and the spec it fits: ``spec`` itself, or ``spec`` with
+    the class list recorded in a fine-tuned safetensors file."""
     if weights is None:
         cached = cache_dir() / f"{spec.name}.safetensors"
         if not cached.is_file():
@@ -77,15 +79,17 @@ def load_state_dict(spec: ModelSpec, weights: str | os.PathLike | None) -> dict[
     if not path.exists():
         raise WeightsError(f"{path}: weights file not found")
     if path.suffix == ".pdparams":
-        return paddle_to_torch(load_pdparams(path), spec.name, source=str(path)).state_dict
+        return paddle_to_torch(load_pdparams(path), spec.name, source=str(path)).state_dict, spec
     if path.suffix == ".safetensors":
         state, meta = load_safetensors(path)
         owner = meta.get("model_name")
         if owner is not None and owner != spec.name:
             raise WeightsError(f"{path} holds weights of {owner}, not {spec.name}: load it with "
                                f"load_model('{owner}', ...)")
+        if "classes" in meta:
+            spec = spec.with_classes(json.loads(meta["classes"]))
         state_dict_from_spec_check(spec, state)
-        return state
+        return state, spec
     raise WeightsError(f"{path}: unknown weights format {path.suffix!r}; expected one of {WEIGHT_SUFFIXES}")
 
 
@@ -94,10 +98,10 @@ def load_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike | None = No
     """A published model with weights loaded, in eval mode.
 
     ``weights=None`` downloads the official Paddle file once (progress bar), converts it and caches the result
-    under ``$PPYOLOE_SOD_HOME`` (default ``~/.cache/ppyoloe_sod``).
+    under ``$PPYOLOE_SOD_HOME`` (default ``~/.cache/ppyoloe_sod``). A safetensors file written by our training
+    carries its class list, so a model fine-tuned on other classes loads with the right head.
     """
-    spec = get_spec(name)
-    state = load_state_dict(spec, weights)
-    model = build_model(spec.name)
+    state, spec = load_state_dict(get_spec(name), weights)
+    model = build_model(spec)
     model.load_state_dict(state, strict=True)
     return model.to(device).eval()

@@ -6,7 +6,7 @@ converter and a test check against the modules we build.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 VISDRONE_CLASSES: tuple[str, ...] = (
     "pedestrian", "people", "bicycle", "car", "van", "truck", "tricycle", "awning-tricycle", "bus", "motor",
@@ -84,6 +84,15 @@ class ModelSpec:
     @property
     def num_classes(self) -> int:
         return self.arch.num_classes
+
+    def with_classes(self, class_names: "tuple[str, ...] | list[str]") -> "ModelSpec":
+        """This model fine-tuned on other classes: same network, the head sized for ``class_names``."""
+        names = tuple(str(c) for c in class_names)
+        if not names:
+            raise ValueError(f"{self.name}: a model needs at least one class")
+        if names == self.classes:
+            return self
+        return replace(self, arch=replace(self.arch, num_classes=len(names)), classes=names)
 
 
 _SOD_S = ArchSpec(depth_mult=0.33, width_mult=0.50, num_classes=10, reg_range=(-2, 8), use_transformer=True)

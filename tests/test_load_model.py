@@ -183,3 +183,25 @@ def test_a_folder_with_no_or_two_weights_files(model, tmp_path) -> None:
     with pytest.raises(WeightsError) as err:
         load_model(S, weights=two)
     assert str(two) in str(err.value) and "a.safetensors" in str(err.value) and "b.pdparams" in str(err.value)
+
+
+def test_finetuned_class_list_travels_in_safetensors(tmp_path):
+    """A model trained on 3 classes: the safetensors metadata carries them and load_model sizes the head."""
+    from ppyoloe_sod.models import build_model, safetensors_metadata
+    from ppyoloe_sod.weights.store import save_safetensors
+    from ppyoloe_sod.zoo import get_spec
+
+    spec = get_spec("PP-YOLOE_plus_SOD-S").with_classes(["tree", "roof", "pool"])
+    net = build_model(spec)
+    path = tmp_path / "tuned.safetensors"
+    save_safetensors(net.state_dict(), path, safetensors_metadata(spec))
+    model = load_model("PP-YOLOE_plus_SOD-S", path)
+    assert model.spec.classes == ("tree", "roof", "pool") and model.spec.num_classes == 3
+    assert model.yolo_head.pred_cls[0].out_channels == 3
+    # the same weights claimed to be 10-class are refused with the shape mismatch named
+    bad = tmp_path / "bad.safetensors"
+    meta = safetensors_metadata(get_spec("PP-YOLOE_plus_SOD-S"))
+    save_safetensors(net.state_dict(), bad, meta)
+    with pytest.raises(WeightsError, match="pred_cls"):
+        load_model("PP-YOLOE_plus_SOD-S", bad)
+    assert json.loads(meta["classes"])[0] == "pedestrian"

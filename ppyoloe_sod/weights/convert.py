@@ -58,13 +58,13 @@ def _shape_signature(shapes: Mapping[str, tuple[int, ...]]) -> tuple:
 _SIGNATURE_CACHE: dict[str, tuple] = {}
 
 
-def _expected_state(name: str) -> dict[str, tuple[int, ...]]:
-    """Torch-side state_dict shapes of a published model (built once on the meta device, no memory)."""
+def _expected_state(model: str | ModelSpec) -> dict[str, tuple[int, ...]]:
+    """Torch-side state_dict shapes of a model (built on the meta device: no memory, no init cost)."""
     from ..nn.detector import Detector
-    spec = get_spec(name)
+    spec = model if isinstance(model, ModelSpec) else get_spec(model)
     with torch.device("meta"):
-        model = Detector(spec.arch)
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        net = Detector(spec.arch)
+    return {k: tuple(v.shape) for k, v in net.state_dict().items()}
 
 
 def _paddle_shapes_of(name: str) -> dict[str, tuple[int, ...]]:
@@ -167,7 +167,7 @@ def torch_to_paddle(state_dict: Mapping[str, torch.Tensor]) -> dict[str, np.ndar
 
 def state_dict_from_spec_check(spec: ModelSpec, state_dict: Mapping[str, torch.Tensor]) -> None:
     """Raise a WeightsError listing every difference between a torch state_dict and the model's."""
-    expected = _expected_state(spec.name)
+    expected = _expected_state(spec)
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
     mismatched = [f"{k}: file {tuple(state_dict[k].shape)}, model expects {expected[k]}"
