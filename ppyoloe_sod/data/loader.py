@@ -184,10 +184,6 @@ class TrainLoader(DataLoader):
         self.dataset.set_epoch(epoch)
 
 
-def _worker_init(_: int) -> None:
-    cv2.setNumThreads(1)  # workers are the parallelism; OpenCV's own threads would oversubscribe the cores
-
-
 def build_train_loader(records: Sequence[CocoRecord], sizes: Sequence[int], batch_size: int, seed: int = 0,
                        workers: int = 2, epoch: int = 0, drop_last: bool = True, shuffle: bool = True,
                        rank: int = 0, world_size: int = 1, pin_memory: bool = False) -> TrainLoader:
@@ -210,5 +206,4 @@ def build_train_loader(records: Sequence[CocoRecord], sizes: Sequence[int], batc
     dataset = TrainDataset(records, seed)
     dataset.set_epoch(epoch)
     return TrainLoader(dataset, batch_sampler=sampler, collate_fn=SeededCollate(sizes, seed),
-                       num_workers=int(workers), pin_memory=pin_memory,
-                       worker_init_fn=_worker_init if workers > 0 else None)
+                       num_workers=int(workers), pin_memory=pin_memory)
