@@ -14,9 +14,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Hashable
+from typing import Any, Callable, Hashable, Iterator
 
 from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
 
 from ...imageio import IMAGE_SUFFIXES
 from ..coco import Problem, problems_error
@@ -188,3 +189,22 @@ def copy_unlabeled(root: Path, out: ConvertedDataset) -> None:
         out.extra_files[root / ANNOTATIONS_DIR / "unlabeled.txt"] = src.read_bytes()
     else:
         out.warnings.append(f"{src} not found: no unlabeled image list is carried over.")
+
+
+def iter_label_files(root: Path, rel_paths: list[str], desc: str, problems: list[Problem], warnings: list[str],
+                     stats: dict[str, int]) -> Iterator[tuple[Path, str, int, int]]:
+    """(label file, image file name, width, height) for each per-image label file (VisDrone, YOLO) whose image
+    ``images/<stem>.*`` exists and decodes; a missing image is a warning (file skipped), a broken one a problem."""
+    for rel in tqdm(rel_paths, desc=desc, unit="txt", leave=False):
+        path = root / rel
+        file_name = find_image(root, [path.stem])
+        if file_name is None:
+            warnings.append(f"{path}: no image images/{path.stem}.* was found; the file is skipped.")
+            stats["skipped_files"] += 1
+            continue
+        try:
+            width, height = image_size(root / IMAGES_DIR / file_name)
+        except ValueError as e:
+            problems.append(Problem(str(root / IMAGES_DIR / file_name), str(e)))
+            continue
+        yield path, file_name, width, height

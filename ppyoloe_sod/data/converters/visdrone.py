@@ -28,13 +28,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
 
 from ...zoo import VISDRONE_CLASSES
 from ..coco import Problem
 from ..layout import ANNOTATIONS_DIR
-from .common import (ConvertedDataset, IdIndexer, box_annotation, clip_xywh, coco_json, fail_if, find_image,
-                     image_size, parse_float, resolve_lists)
+from .common import (ConvertedDataset, IdIndexer, box_annotation, clip_xywh, coco_json, fail_if, iter_label_files,
+                     parse_float, resolve_lists)
 
 IGNORED_CATEGORY = 0
 OTHERS_CATEGORY = 11
@@ -85,18 +84,8 @@ def convert(root: Path, with_unlabeled: bool = False) -> ConvertedDataset:
         images: list[dict] = []
         anns: list[dict] = []
         extras: dict[str, list[dict]] = {"ignored_regions": [], "other_objects": []}
-        for rel in tqdm(lists[split], desc=f"VisDrone {split}", unit="txt", leave=False):
-            path = root / rel
-            file_name = find_image(root, [path.stem])
-            if file_name is None:
-                warnings.append(f"{path}: no image images/{path.stem}.* was found; the file is skipped.")
-                stats["skipped_files"] += 1
-                continue
-            try:
-                width, height = image_size(root / "images" / file_name)
-            except ValueError as e:
-                problems.append(Problem(str(root / "images" / file_name), str(e)))
-                continue
+        for path, file_name, width, height in iter_label_files(root, lists[split], f"VisDrone {split}", problems,
+                                                              warnings, stats):
             rows = parse_rows(path, problems)
             if rows is None:
                 continue

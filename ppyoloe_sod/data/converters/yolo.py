@@ -25,11 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from tqdm import tqdm
 
 from ..coco import Problem
-from .common import (ConvertedDataset, IdIndexer, box_annotation, clip_xywh, coco_json, fail_if, find_image,
-                     image_size, parse_float, resolve_lists)
+from .common import (ConvertedDataset, IdIndexer, box_annotation, clip_xywh, coco_json, fail_if, iter_label_files,
+                     parse_float, resolve_lists)
 
 LABELS_DIR = "labels"
 NAMES_FILES = ("classes.txt", "data.yaml", "dataset.yaml")
@@ -113,18 +112,8 @@ def convert(root: Path, with_unlabeled: bool = False) -> ConvertedDataset:
     for split in ("train", "val"):
         images: list[dict] = []
         anns: list[dict] = []
-        for rel in tqdm(lists[split], desc=f"YOLO {split}", unit="txt", leave=False):
-            path = root / rel
-            file_name = find_image(root, [path.stem])
-            if file_name is None:
-                warnings.append(f"{path}: no image images/{path.stem}.* was found; the file is skipped.")
-                stats["skipped_files"] += 1
-                continue
-            try:
-                width, height = image_size(root / "images" / file_name)
-            except ValueError as e:
-                problems.append(Problem(str(root / "images" / file_name), str(e)))
-                continue
+        for path, file_name, width, height in iter_label_files(root, lists[split], f"YOLO {split}", problems,
+                                                              warnings, stats):
             labels = parse_labels(path, len(names), problems)
             if labels is None:
                 continue
