@@ -138,7 +138,8 @@ def test_train_augment_equals_the_four_steps_in_turn():
         a, b, c = random_crop(a, b, classes, r)
         a, b = random_flip(a, b, r)
         out, ob, oc = train_augment(img, boxes, classes, rng(s))
-        np.testing.assert_array_equal(out, a)
+        # train_augment colours only the cropped part: OpenCV's vector and scalar loops round differently.
+        np.testing.assert_allclose(out, a, rtol=0, atol=1e-4)
         np.testing.assert_array_equal(ob, b)
         np.testing.assert_array_equal(oc, c)
 
