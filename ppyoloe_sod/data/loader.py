@@ -82,8 +82,8 @@ def collate_train(samples: Sequence[dict[str, Any]], sizes: Sequence[int], rng: 
     One square size from ``sizes`` and one interpolation from ``RESIZE_INTERPS`` are drawn from ``rng`` (in
     that order) for the whole batch; the aspect ratio is not kept and boxes are scaled and clipped.
 
-    Returns ``images`` [B, 3, S, S] float32 RGB (x/255, not clipped: colour distortion and cubic/Lanczos
-    resampling can overshoot 0..1 a little, as in the reference), ``gt_labels`` [B, n, 1] int64, ``gt_boxes``
+    Returns ``images`` [B, 3, S, S] float32 RGB (x/255, not clipped, as in the reference: the colour distortion
+    can push values well outside 0..1, cubic/Lanczos resampling a little), ``gt_labels`` [B, n, 1] int64, ``gt_boxes``
     [B, n, 4] float32 xyxy pixels of the resized image, ``pad_mask`` [B, n, 1] float32 (1 for a real box, 0 for
     padding) and ``image_ids``. ``n`` is the largest box count in the batch, but at least 1: a batch without
     any box gets one all-zero padded row with mask 0 (the reference would give n = 0), so that the tensors keep

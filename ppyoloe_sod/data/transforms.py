@@ -6,8 +6,8 @@ PaddleDetection 2.6's operators draw from ``np.random``, so a run is reproducibl
 compared draw for draw with the reference.
 
 Images are RGB HxWx3 (uint8 or float); the functions return float32 images because the colour distortion and
-the expansion canvas are float in the reference too and nothing is clipped or rounded (values can leave 0..255
-slightly; the reference does not clip either). Boxes are float32 ``[n, 4]`` xyxy pixels, classes int64 ``[n]``.
+the expansion canvas are float in the reference too. Nothing is clipped or rounded, as in the reference: strong
+contrast, saturation and hue draws push values well outside 0..255 (up to about 2.5 times). Boxes are float32 ``[n, 4]`` xyxy pixels, classes int64 ``[n]``.
 
 Behaviour of the reference that the spec's wording does not show (ppdet 2.6 ``RandomDistort``):
 - each of the four colour ops is applied with probability 0.5 (skipped when a uniform draw is below 0.5), in a
