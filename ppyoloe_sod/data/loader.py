@@ -147,9 +147,12 @@ class EpochBatchSampler(Sampler):
         self.num_samples, self.batch_size = int(num_samples), int(batch_size)
         self.seed, self.epoch, self.shuffle, self.drop_last = int(seed), int(epoch), shuffle, drop_last
         self.rank, self.world_size = int(rank), int(world_size)
+        self.start_batch = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Move to ``epoch``; ``start_batch`` > 0 skips that many batches without loading them (mid-epoch resume:
+        the remaining batches are the same as in an uninterrupted epoch)."""
+        self.epoch, self.start_batch = int(epoch), int(start_batch)
 
     @property
     def shard_size(self) -> int:
@@ -164,13 +167,16 @@ class EpochBatchSampler(Sampler):
             order = np.concatenate([order, np.resize(order, total - n)])
         return order[self.rank::self.world_size]
 
-    def __len__(self) -> int:
+    def batches_per_epoch(self) -> int:
         full, rest = divmod(self.shard_size, self.batch_size)
         return full + (1 if rest and not self.drop_last else 0)
 
+    def __len__(self) -> int:
+        return max(0, self.batches_per_epoch() - self.start_batch)
+
     def __iter__(self) -> Iterator[list[SampleKey]]:
         idx = self.shard()
-        for b in range(len(self)):
+        for b in range(self.start_batch, self.batches_per_epoch()):
             chunk = idx[b * self.batch_size:(b + 1) * self.batch_size]
             number = b * self.world_size + self.rank
             yield [SampleKey(int(i), self.epoch, number) for i in chunk]
@@ -179,8 +185,9 @@ class EpochBatchSampler(Sampler):
 class TrainLoader(DataLoader):
     """A DataLoader whose epoch can be moved on with ``set_epoch`` (sampler order and augmentations)."""
 
-    def set_epoch(self, epoch: int) -> None:
-        self.batch_sampler.set_epoch(epoch)
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Move to ``epoch``, optionally skipping its first ``start_batch`` batches (mid-epoch resume)."""
+        self.batch_sampler.set_epoch(epoch, start_batch)
         self.dataset.set_epoch(epoch)
 
 
@@ -199,7 +206,7 @@ def build_train_loader(records: Sequence[CocoRecord], sizes: Sequence[int], batc
     if not sizes or any(s <= 0 for s in sizes):
         raise ValueError(f"Training sizes must be a non-empty list of positive ints, got {sizes}.")
     sampler = EpochBatchSampler(len(records), batch_size, seed, epoch, shuffle, drop_last, rank, world_size)
-    if len(sampler) == 0:
+    if sampler.batches_per_epoch() == 0:
         raise DatasetError(
             f"The training set has {len(records)} images ({sampler.shard_size} per process over {world_size}), "
             f"fewer than batch_size {batch_size} with drop_last; lower Train.batch_size or add images.")

@@ -68,6 +68,17 @@ def test_set_epoch_equals_building_for_that_epoch(tmp_path):
     _assert_same(_batches(loader), first)
 
 
+def test_resume_mid_epoch_gives_the_remaining_batches(tmp_path):
+    recs = _records(tmp_path)
+    loader = build_train_loader(recs, SIZES, 2, seed=0, workers=0, epoch=2)
+    full = _batches(loader)
+    loader.set_epoch(2, start_batch=1)
+    assert len(loader) == len(full) - 1
+    _assert_same(_batches(loader), full[1:])
+    loader.set_epoch(2)
+    assert len(loader) == len(full)
+
+
 def test_batch_shapes_dtypes_and_boxes(tmp_path):
     recs = _records(tmp_path)
     by_id = {r.image_id: r for r in recs}
