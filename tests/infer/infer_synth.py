@@ -32,7 +32,10 @@ def randomize_detector(model: torch.nn.Module, seed: int = 0, keep_fraction: flo
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.reset_running_stats()
                 m.momentum = None  # cumulative average over the calibration pass
-        model.train()
+        model.eval()
+        for m in model.modules():  # batch statistics in BN; dropout stays off, so the weights are deterministic
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.train()
         model(calib)
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):

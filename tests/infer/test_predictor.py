@@ -297,7 +297,8 @@ def test_create_model_end_to_end(sod_s_weights, random_detector, tmp_path):
     [res] = list(model.predict(str(tmp_path / "street.jpg")))
     assert res.input_path == str(tmp_path / "street.jpg") and len(res.boxes) > 0
 
-    # Independent expectation straight from the saved network (the fixture's in-memory copy).
+    # Independent expectation straight from the saved network (the fixture's in-memory, unfused copy; the
+    # predictor folds BN and RepVGG branches, which moves this random network's float32 results by ~1e-4).
     rgb = cv2.resize(cv2.imread(str(tmp_path / "street.jpg"))[:, :, ::-1], (640, 640), interpolation=cv2.INTER_CUBIC)
     x = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)).astype(np.float32) / 255)[None]
     with torch.no_grad():
@@ -309,8 +310,9 @@ def test_create_model_end_to_end(sod_s_weights, random_detector, tmp_path):
     dets[:, [2, 4]] = dets[:, [2, 4]].clip(0, 480)
     dets[:, [3, 5]] = dets[:, [3, 5]].clip(0, 360)
     dets = dets[(dets[:, 4] > dets[:, 2]) & (dets[:, 5] > dets[:, 3])]
-    assert len(res.boxes) == len(dets)
-    np.testing.assert_array_equal([b["cls_id"] for b in res.boxes], dets[:, 0].astype(int))
-    np.testing.assert_allclose([b["score"] for b in res.boxes], dets[:, 1], atol=1e-5)
-    np.testing.assert_allclose([b["coordinate"] for b in res.boxes], dets[:, 2:], atol=1e-2)
+    expected = [{"cls_id": int(d[0]), "score": float(d[1]), "coordinate": d[2:].tolist()} for d in dets]
+    assert abs(len(res.boxes) - len(expected)) <= 2  # a box within ~1e-4 of the threshold may flip
+    common = [b for b in res.boxes if abs(b["score"] - 0.4) > 1e-3]
+    _assert_same_boxes(common, [e for e in expected if abs(e["score"] - 0.4) > 1e-3], score_tol=3e-4,
+                       coord_tol=5e-2)
     assert {b["label"] for b in res.boxes} <= set(LABELS)

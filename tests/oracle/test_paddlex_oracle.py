@@ -1,0 +1,182 @@
+"""End-to-end parity with PaddleX 3.7.2: the same random-weight model, the same images, the same boxes.
+
+A ppdet SOD-S model with random weights is exported to a PaddleX model folder (inference.json / .pdiparams /
+inference.yml, as PaddleDetection exports it) and its weights saved as a ``.pdparams`` file. PaddleX's
+``create_model(...).predict`` runs in its own virtual environment (``.venv-paddlex``: paddlepaddle 3.3.1 and
+paddlex 3.7.2 pin packages that clash with ours), driven through a subprocess; ours runs on the converted
+``.pdparams``. Both predict the same synthetic street scenes of several sizes and aspect ratios with a float
+threshold and with a per-class dict threshold, and the JSON documents are compared key by key: same number of
+boxes, same classes and labels, scores within 1e-5, coordinates within 1e-2 px.
+
+Set ``PPYOLOE_SOD_PADDLEX_PYTHON`` to the PaddleX venv's python if it is not at ``<repo>/.venv-paddlex``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "infer"))
+from infer_synth import scene  # noqa: E402
+
+MODEL = "PP-YOLOE_plus_SOD-S"
+SIZES = [(360, 480), (500, 300), (640, 640), (180, 960), (1080, 1920)]  # (h, w): several aspect ratios
+THRESHOLDS = [0.5, {0: 0.2, 1: 0.9, 2: 0.25, 3: 0.6, 4: 0.35, 5: 0.8, 6: 0.3, 7: 0.45, 8: 0.7}]  # 9: 0.5
+SCORE_TOL, COORD_TOL = 1e-5, 1e-2
+
+DRIVER = textwrap.dedent("""
+    import json, sys
+    from paddlex import create_model
+    args = json.loads(open(sys.argv[1]).read())
+    model = create_model(model_name=args["model_name"], model_dir=args["model_dir"], device="cpu",
+                         engine_config={"run_mode": "paddle"})
+    out = []
+    for i, thr in enumerate(args["thresholds"]):
+        if isinstance(thr, dict):
+            thr = {int(k): v for k, v in thr.items()}
+        docs = []
+        for res in model.predict(args["images"], batch_size=args["batch_size"], threshold=thr):
+            res.save_to_json(f"{args['out_dir']}/{i}")
+            docs.append(res.json["res"])
+        out.append(docs)
+    json.dump(out, open(args["result"], "w"))
+""")
+
+
+def paddlex_python() -> str:
+    path = os.environ.get("PPYOLOE_SOD_PADDLEX_PYTHON") or str(ROOT / ".venv-paddlex" / "bin" / "python")
+    if not Path(path).is_file():
+        pytest.fail(
+            f"PaddleX's python not found at {path}. Create it with: python3 -m venv {ROOT / '.venv-paddlex'} && "
+            f"{ROOT / '.venv-paddlex' / 'bin' / 'pip'} install paddlepaddle==3.3.1 paddlex==3.7.2 "
+            "opencv-contrib-python pypdfium2 (or set PPYOLOE_SOD_PADDLEX_PYTHON)"
+        )
+    return path
+
+
+def calibrated_paddle_state(model) -> dict[str, np.ndarray]:
+    """The ppdet model's weights with BN statistics measured on synthetic scenes.
+
+    With ppdet's random init (random BN statistics that do not match the activations) the output barely
+    depends on the image, so a colour-order or resize bug would go unseen. Measuring the statistics (in torch,
+    through our converter both ways) makes the boxes follow the picture."""
+    import torch
+    from infer_synth import _as_batch
+
+    from ppyoloe_sod.models import build_model
+    from ppyoloe_sod.weights.convert import paddle_to_torch, torch_to_paddle
+
+    pd_state = {k: v.numpy() for k, v in model.state_dict().items()}
+    net = build_model(MODEL).eval()
+    net.load_state_dict(paddle_to_torch(pd_state, MODEL).state_dict)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.reset_running_stats()
+                m.momentum = None
+        for m in net.modules():  # BN in training mode (batch statistics), dropout off: deterministic weights
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.train()
+        net(_as_batch([scene(640, 640, seed=200 + k) for k in range(2)]))
+    calibrated = torch_to_paddle(net.state_dict())
+    assert set(calibrated) == set(pd_state)
+    return calibrated
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """(PaddleX model folder, .pdparams of the same weights, image paths)."""
+    from .ppdet_reference import build, export_inference  # imports paddle + ppdet
+
+    from ppyoloe_sod.weights.pdparams import save_pdparams
+    from ppyoloe_sod.zoo import get_spec
+
+    tmp = tmp_path_factory.mktemp("paddlex")
+    spec = get_spec(MODEL)
+    model = build(MODEL, eval_size=spec.input_size, seed=3, cls_bias=-1.2, head_scale=0.4)
+    state = calibrated_paddle_state(model)
+    model.set_state_dict(state)
+    save_pdparams(state, tmp / "random.pdparams")  # before export fuses the RepVGG branches
+    export_inference(model, tmp / "px_model", MODEL, spec.input_size, list(spec.classes))
+    images = []
+    for i, (h, w) in enumerate(SIZES):
+        path = tmp / "images" / f"scene_{i}_{w}x{h}.jpg"
+        path.parent.mkdir(exist_ok=True)
+        cv2.imwrite(str(path), scene(h, w, seed=40 + i))
+        images.append(str(path))
+    return tmp / "px_model", tmp / "random.pdparams", images
+
+
+def run_paddlex(model_dir: Path, images: list[str], tmp: Path) -> list[list[dict]]:
+    (tmp / "driver.py").write_text(DRIVER)
+    args = {"model_name": MODEL, "model_dir": str(model_dir), "images": images, "batch_size": 2,
+            "thresholds": [t if not isinstance(t, dict) else {str(k): v for k, v in t.items()} for t in THRESHOLDS],
+            "out_dir": str(tmp / "px_json"), "result": str(tmp / "px_result.json")}
+    (tmp / "args.json").write_text(json.dumps(args))
+    env = {**os.environ, "PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK": "True", "PYTHONPATH": ""}
+    proc = subprocess.run([paddlex_python(), str(tmp / "driver.py"), str(tmp / "args.json")], capture_output=True,
+                          text=True, env=env, cwd=tmp, timeout=900)
+    assert proc.returncode == 0, f"PaddleX failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return json.loads((tmp / "px_result.json").read_text())
+
+
+def compare_docs(theirs: dict, ours: dict, where: str) -> tuple[float, float]:
+    """Key-by-key comparison of two result documents; returns (max score diff, max coordinate diff).
+
+    Boxes are in NMS order (class ascending, score descending). Two boxes of one class whose scores differ by
+    less than the float32 noise may come out swapped, so each PaddleX box is matched to the nearest of ours of
+    the same class, and the order is checked through the score sequence."""
+    assert list(ours) == list(theirs) == ["input_path", "page_index", "boxes"], where
+    assert ours["input_path"] == theirs["input_path"] and ours["page_index"] == theirs["page_index"], where
+    a_boxes, b_boxes = ours["boxes"], theirs["boxes"]
+    assert len(a_boxes) == len(b_boxes), f"{where}: {len(a_boxes)} boxes here, {len(b_boxes)} in PaddleX"
+    for a, b in zip(a_boxes, b_boxes):
+        assert list(a) == list(b) == ["cls_id", "label", "score", "coordinate"], where
+        assert (a["cls_id"], a["label"]) == (b["cls_id"], b["label"]), f"{where}: {a} vs {b}"
+        assert abs(a["score"] - b["score"]) <= 2 * SCORE_TOL, f"{where}: order differs at {a} vs {b}"
+    ds = dc = 0.0
+    unused = list(range(len(a_boxes)))
+    for b in b_boxes:
+        same = [k for k in unused if a_boxes[k]["cls_id"] == b["cls_id"]]
+        k = min(same, key=lambda k: np.abs(np.subtract(a_boxes[k]["coordinate"], b["coordinate"])).max())
+        unused.remove(k)
+        ds = max(ds, abs(a_boxes[k]["score"] - b["score"]))
+        dc = max(dc, float(np.abs(np.subtract(a_boxes[k]["coordinate"], b["coordinate"])).max()))
+    return ds, dc
+
+
+@pytest.mark.oracle
+@pytest.mark.slow
+def test_predictions_match_paddlex(exported, tmp_path):
+    from ppyoloe_sod.infer.predictor import create_model
+
+    model_dir, pdparams, images = exported
+    theirs = run_paddlex(model_dir, images, tmp_path)
+
+    ours_model = create_model(MODEL, model_dir=str(pdparams), device="cpu")
+    total = 0
+    for i, thr in enumerate(THRESHOLDS):
+        ours = [r for r in ours_model.predict(images, batch_size=2, threshold=thr)]
+        assert len(ours) == len(theirs[i]) == len(images)
+        for res, doc, img in zip(ours, theirs[i], images):
+            where = f"{Path(img).name} threshold={thr}"
+            ds, dc = compare_docs(doc, res.json["res"], where)
+            total += len(doc["boxes"])
+            print(f"{where}: {len(doc['boxes'])} boxes, max |d score| {ds:.2e}, max |d coord| {dc:.2e} px")
+            assert ds <= SCORE_TOL and dc <= COORD_TOL, where
+            # The files PaddleX saved hold the same document.
+            saved = json.loads((tmp_path / "px_json" / str(i) / f"{Path(img).stem}_res.json").read_text())
+            assert saved == doc
+            ours_saved = json.loads(res.save_to_json(tmp_path / "ours" / str(i)).read_text())
+            compare_docs(saved, ours_saved, where + " (saved files)")
+    assert total > 20  # enough boxes for the comparison to mean something
+    counts = [len(doc["boxes"]) for doc in theirs[0]]
+    assert len(set(counts)) > 2, f"the boxes hardly depend on the image ({counts}): the test would miss input bugs"
