@@ -46,6 +46,7 @@ from .pretrained import build_train_model, load_pretrained, spec_for_classes
 LOSS_TERMS = ("loss", "loss_cls", "loss_iou", "loss_dfl")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 REFERENCE_COSINE_EPOCHS = 96
+STARVED_STEPS = 20  # consecutive steps with ground truth but no positive anchor before a warning
 CURVES_NAME = "train_curves.png"
 log = logging.getLogger("ppyoloe_sod.train")
 
@@ -221,7 +222,8 @@ class Trainer:
         stats = dict(zip(LOSS_TERMS, values.tolist()))
         if not all(math.isfinite(v) for v in stats.values()):
             terms_text = ", ".join(f"{k}={v:.4g}" for k, v in stats.items())
-            raise NonFiniteLossError(f"the loss is not finite at iteration {iteration} ({terms_text}, lr={lr:.3g})")
+            raise NonFiniteLossError(f"the loss is not finite at iteration {iteration + 1} ({terms_text}, "
+                                     f"lr={lr:.3g})")
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(terms["loss"]).backward()
@@ -232,6 +234,7 @@ class Trainer:
             self.optimizer.step()
         self.ema.update(self.net)
         stats["lr"] = lr
+        stats["num_gt"] = float(pad_mask.sum())
         return stats
 
     def state_dict(self) -> dict[str, Any]:
@@ -435,6 +438,7 @@ class _Run:
         self.iteration = 0
         self.history: list[list[float]] = []  # [iteration, loss, loss_cls, loss_iou, loss_dfl, lr] per step
         self.eval_history: list[dict[str, Any]] = []  # metrics per evaluation, with the epoch
+        self.starved = 0  # consecutive steps whose ground truth got no positive anchor
 
     # ------------------------------------------------------------------ setup
     def _data(self) -> None:
@@ -554,6 +558,7 @@ class _Run:
                         f"{e} (epoch {epoch + 1}, batch {b + 1}/{self.iters_per_epoch}); training stopped. "
                         f"{self._last_good_text()} Lower Train.learning_rate or check the annotations, then "
                         f"resume with -o Train.resume_path={self.out}") from None
+                self._check_starved(stats)
                 self.iteration += 1
                 self.history.append([float(self.iteration - 1), *(stats[k] for k in LOSS_TERMS), stats["lr"]])
                 progress.tick()
@@ -572,6 +577,19 @@ class _Run:
                     break
         finally:
             bar.close()
+
+    def _check_starved(self, stats: Mapping[str, float]) -> None:
+        """Warn when boxes keep getting no positive anchor: the run has diverged or collapsed (all scores ~0,
+        degenerate boxes), which the finite-loss check cannot see because the loss then sits near zero."""
+        if stats["num_gt"] > 0 and stats["loss_iou"] == 0.0 and stats["loss_dfl"] == 0.0:
+            self.starved += 1
+        else:
+            self.starved = 0
+        if self.starved == STARVED_STEPS:
+            log.warning("iteration %d: for %d steps in a row no anchor was assigned to any ground-truth box (loss "
+                        "%.3g): predictions have collapsed, usually after the loss diverged; lower "
+                        "Train.learning_rate (the reference uses 0.01 for a total batch of 64) or start from "
+                        "pretrained weights", self.iteration + 1, STARVED_STEPS, stats["loss"])
 
     def _last_good_text(self) -> str:
         ck = self.out / "latest" / CHECKPOINT_NAME

@@ -127,19 +127,19 @@ def test_nan_loss_stops_with_iteration_and_keeps_last_checkpoint(tmp_path, monke
     def poisoned(self, *args, **kwargs):
         terms = real_forward(self, *args, **kwargs)
         calls["n"] += 1
-        if calls["n"] == 4:  # second iteration of epoch 2 (global iteration 3)
+        if calls["n"] == 4:  # second iteration of epoch 2 (iteration 4, counted from 1 as in the log)
             terms["loss"] = terms["loss"] * float("nan")
         return terms
 
     monkeypatch.setattr(loop_mod.DetectionLoss, "forward", poisoned)
-    with pytest.raises(NonFiniteLossError, match=r"iteration 3 .*epoch 2, batch 2/2.*last good checkpoint"):
+    with pytest.raises(NonFiniteLossError, match=r"iteration 4 .*epoch 2, batch 2/2.*last good checkpoint"):
         train(_opts(tmp_path, epochs=3))
     ck = load_checkpoint(tmp_path / "out")
     assert ck["epoch"] == 1 and ck["iteration"] == 2
     assert all(torch.isfinite(v).all() for v in ck["trainer"]["model"].values() if v.is_floating_point())
     result = json.loads((tmp_path / "out" / "train_result.json").read_text())
     assert result["done_flag"] is False
-    assert "not finite at iteration 3" in (tmp_path / "out" / "train.log").read_text()
+    assert "not finite at iteration 4" in (tmp_path / "out" / "train.log").read_text()
 
 
 def test_options_from_paddlex_config_keys(tmp_path):
@@ -194,3 +194,21 @@ def test_cli_trains_sod_s_from_the_paddlex_config(tmp_path, capsys):
     assert main(["-c", str(config), "-o", f"Global.dataset_dir={tmp_path / 'ds'}", "-o", "Global.device=cpu",
                  "-o", "Train.num_classes=4", "-o", f"Global.output={tmp_path / 'o2'}"]) == 2
     assert "Train.num_classes=2" in capsys.readouterr().err
+
+
+def test_collapsed_assignment_is_reported(tmp_path, monkeypatch):
+    """Boxes present but no positive anchor for STARVED_STEPS steps in a row: a warning names the iteration."""
+    make_dataset(tmp_path / "ds", n_train=2, n_val=0)
+    real_forward = loop_mod.DetectionLoss.forward
+
+    def no_positives(self, *args, **kwargs):
+        terms = real_forward(self, *args, **kwargs)
+        zero = terms["loss_iou"] * 0.0
+        return {**terms, "loss_iou": zero, "loss_dfl": zero, "loss": terms["loss_cls"]}
+
+    monkeypatch.setattr(loop_mod.DetectionLoss, "forward", no_positives)
+    monkeypatch.setattr(loop_mod, "STARVED_STEPS", 3)
+    train(_opts(tmp_path, batch_size=1, epochs=2))
+    log = (tmp_path / "out" / "train.log").read_text()
+    assert "WARNING iteration 3: for 3 steps in a row no anchor was assigned" in log
+    assert log.count("no anchor was assigned") == 1  # said once, not every step
