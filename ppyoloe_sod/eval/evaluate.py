@@ -142,3 +142,25 @@ def evaluate(
             f"total {timing['total_ms_per_image']:.1f} ms/image"
         )
     return report
+
+
+def run_evaluate(cfg: Any) -> dict[str, Any]:
+    """``Global.mode=evaluate``: ``Global.model`` with ``Evaluate.weight_path`` (None: the official weights) over
+    ``<Global.dataset_dir>/annotations/instance_val.json`` (images under ``images/``), report written to
+    ``<Global.output>/evaluate_result.json``."""
+    from ..infer.predictor import create_model
+
+    root = Path(cfg.Global.dataset_dir)
+    ann_file = root / "annotations" / "instance_val.json"
+    if not ann_file.is_file():
+        raise DatasetError(f"{ann_file} not found: Global.dataset_dir must hold annotations/instance_val.json and "
+                           f"images/ (PaddleX's COCO layout; run -o Global.mode=check_dataset to convert a dataset)")
+    predictor = create_model(cfg.Global.model, model_dir=cfg.Evaluate.weight_path, device=cfg.Global.device)
+    data, _ = load_gt_dict(ann_file)
+    names = [str(c.get("name", c.get("id"))) for c in data.get("categories", [])]
+    if len(names) != len(predictor.labels):
+        raise DatasetError(f"{ann_file} lists {len(names)} categories but the model "
+                           f"({cfg.Evaluate.weight_path or 'official weights'}) predicts {len(predictor.labels)} "
+                           f"classes ({', '.join(predictor.labels[:10])}); evaluate with weights trained on this dataset")
+    return evaluate(predictor.detect_batch, ann_file, root / "images", batch_size=cfg.Evaluate.batch_size,
+                    output_dir=cfg.Global.output, class_names=names)

@@ -123,7 +123,7 @@ class DetPredictor:
         self.input_size = tuple(input_size)
         self.threshold = check_threshold(threshold, len(self.labels))
 
-    def _run_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
+    def detect_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """One forward for a batch of BGR images -> per image NMS rows in original-image pixels (float32)."""
         chws, scales = zip(*(preprocess(im, self.input_size) for im in images))
         batch = torch.from_numpy(np.stack(chws))
@@ -154,7 +154,7 @@ class DetPredictor:
         try:
             for chunk in _batched(sources, batch_size):
                 images = [load_source(s) for s in chunk]
-                for src, img, dets in zip(chunk, images, self._run_batch(images)):
+                for src, img, dets in zip(chunk, images, self.detect_batch(images)):
                     boxes = filter_and_clip(dets, thr, img.shape[1], img.shape[0], self.labels)
                     bar.update(1)
                     yield DetResult(src.input_path, src.page_index, img, boxes)

@@ -28,4 +28,4 @@ def make_detect_fn(detector: Detector, device: str | torch.device = "cpu") -> De
         raise ValueError("detector.spec is not set; build the detector with build_model / build_train_model")
     predictor = DetPredictor(detector, TorchBackend(detector, torch.device(device)), spec.name, spec.classes,
                              spec.input_size)
-    return predictor._run_batch  # noqa: SLF001 -- the predictor's batch step; see the module docstring
+    return predictor.detect_batch
