@@ -41,7 +41,7 @@ from .checkpoint import (CHECKPOINT_NAME, WEIGHTS_NAME, load_checkpoint, rng_sta
                          save_model_dir, set_rng_state)
 from .losses import DetectionLoss
 from .optim import ModelEMA, WarmupCosine, build_optimizer
-from .pretrained import build_train_model, load_pretrained, spec_for_classes
+from .pretrained import build_train_model, load_pretrained
 
 LOSS_TERMS = ("loss", "loss_cls", "loss_iou", "loss_dfl")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
@@ -337,7 +337,7 @@ def _resolve_spec(opts: TrainOptions, class_names: list[str]) -> tuple[ModelSpec
                           f"{len(class_names)} categories ({', '.join(class_names[:12])}"
                           f"{', ...' if len(class_names) > 12 else ''}); set -o Train.num_classes="
                           f"{len(class_names)} or fix the json's 'categories'")
-    return base, spec_for_classes(base, class_names)
+    return base, base.with_classes(class_names)
 
 
 def _get_spec(name: str) -> ModelSpec:

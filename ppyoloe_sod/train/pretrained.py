@@ -1,7 +1,7 @@
 """The network to train and its starting weights.
 
-- :func:`spec_for_classes` / :func:`build_train_model`: a published architecture with the class count of the
-  user's dataset (only the head's ``pred_cls`` convolutions change shape).
+- :func:`build_train_model`: the network of a spec, which may carry the user's class list
+  (``spec.with_classes(names)``: only the head's ``pred_cls`` convolutions change shape).
 - :func:`load_pretrained`: the reference's partial-match start (``ppdet`` ``match_state_dict``): each model key
   takes the file's tensor of the same name, else the longest file key it ends with (``a.endswith('.' + b)``);
   tensors whose shape differs and keys the file lacks keep their initial values. A summary says what loaded
@@ -12,7 +12,6 @@ one, an http(s) URL, or a published model name (its official file, downloaded on
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import urllib.parse
 from collections import OrderedDict
@@ -31,17 +30,6 @@ from ..weights.store import fetch_weights, load_safetensors
 from ..zoo import ModelSpec, get_spec, list_models
 
 WEIGHT_SUFFIXES = (".safetensors", ".pdparams")
-
-
-def spec_for_classes(spec: ModelSpec, class_names: Sequence[str]) -> ModelSpec:
-    """``spec`` with its class list (and the head's class count) replaced; unchanged when they already agree."""
-    names = tuple(str(c) for c in class_names)
-    if not names:
-        raise WeightsError(f"{spec.name}: a model needs at least one class")
-    if names == tuple(spec.classes):
-        return spec
-    arch = dataclasses.replace(spec.arch, num_classes=len(names))
-    return dataclasses.replace(spec, arch=arch, classes=names)
 
 
 def build_train_model(spec: ModelSpec) -> Detector:

@@ -191,6 +191,10 @@ def test_cli_trains_sod_s_from_the_paddlex_config(tmp_path, capsys):
     assert cfg["Global"]["mode"] == "train" and cfg["Train"]["num_classes"] == 2
     state, meta = load_safetensors(out / "best_model" / "model.safetensors")
     assert state["yolo_head.pred_cls.0.weight"].shape[0] == 2 and meta["num_classes"] == "2"
+    from ppyoloe_sod import load_model  # the folder is ready for load_model / create_model(model_dir=...)
+    loaded = load_model("PP-YOLOE_plus_SOD-S", out / "best_model")
+    assert loaded.spec.classes == CLASSES
+    torch.testing.assert_close(loaded.state_dict()["yolo_head.pred_cls.0.bias"], state["yolo_head.pred_cls.0.bias"])
     assert main(["-c", str(config), "-o", f"Global.dataset_dir={tmp_path / 'ds'}", "-o", "Global.device=cpu",
                  "-o", "Train.num_classes=4", "-o", f"Global.output={tmp_path / 'o2'}"]) == 2
     assert "Train.num_classes=2" in capsys.readouterr().err

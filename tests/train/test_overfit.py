@@ -18,7 +18,7 @@ from ppyoloe_sod import boxes as box_ops
 from ppyoloe_sod.eval.evaluate import evaluate
 from ppyoloe_sod.train.detect import make_detect_fn
 from ppyoloe_sod.train.loop import Trainer
-from ppyoloe_sod.train.pretrained import build_train_model, spec_for_classes
+from ppyoloe_sod.train.pretrained import build_train_model
 from ppyoloe_sod.zoo import get_spec
 
 from train_synth import CLASSES, draw_image
@@ -83,7 +83,7 @@ def test_sod_s_overfits_small_objects(tmp_path):
     try:
         batch, gts = _batch(tmp_path)
         torch.manual_seed(0)
-        spec = spec_for_classes(get_spec("PP-YOLOE_plus_SOD-S"), CLASSES)
+        spec = get_spec("PP-YOLOE_plus_SOD-S").with_classes(CLASSES)
         spec = dataclasses.replace(spec, input_size=(SIZE, SIZE))  # evaluated at the size it was trained at
         trainer = Trainer.build(build_train_model(spec), 0.01, iters_per_epoch=1, warmup_iters=10,
                                 cosine_epochs=10_000)

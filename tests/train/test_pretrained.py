@@ -43,7 +43,7 @@ def test_coco_base_into_sod_s(coco_base_file, classes):
     path, coco_state = coco_base_file
     spec = get_spec("PP-YOLOE_plus_SOD-S")
     if classes:
-        spec = pre.spec_for_classes(spec, classes)
+        spec = spec.with_classes(classes)
     torch.manual_seed(0)
     model = pre.build_train_model(spec)
     init = {k: v.clone() for k, v in model.state_dict().items()}
