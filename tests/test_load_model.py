@@ -6,8 +6,6 @@ import dataclasses
 import hashlib
 import json
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator
 
@@ -21,43 +19,11 @@ from ppyoloe_sod.weights.convert import torch_to_paddle
 from ppyoloe_sod.weights.pdparams import save_pdparams
 from ppyoloe_sod.weights.store import CACHE_ENV, load_safetensors
 
+from local_http import LocalServer
 from weights_synth import randomized_model, write_safetensors
 
 S = "PP-YOLOE_plus_SOD-S"
 PD_NAME = "PP-YOLOE_plus_SOD-S_pretrained.pdparams"  # the official file's name, as in the published URL
-
-
-class Server:
-    """HTTP on 127.0.0.1 serving ``files`` by path and counting requests per path."""
-
-    def __init__(self, files: dict[str, bytes]) -> None:
-        self.files, self.hits = files, {}
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server API
-                outer.hits[self.path] = outer.hits.get(self.path, 0) + 1
-                body = outer.files.get(self.path)
-                if body is None:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture(scope="module")
@@ -76,10 +42,10 @@ def files(model, tmp_path_factory) -> dict[str, bytes]:
 
 
 @pytest.fixture
-def server(files, monkeypatch) -> Iterator[Server]:
+def server(files, monkeypatch) -> Iterator[LocalServer]:
     for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
-    srv = Server(files)
+    srv = LocalServer(files).start()
     yield srv
     srv.close()
 
@@ -143,7 +109,7 @@ def test_offline_fails_with_what_to_fetch_and_where(how, files, cache, model, mo
     if how == "closed port":
         url = f"http://127.0.0.1:{_closed_port()}/official/{PD_NAME}"
     else:
-        srv = Server(files)
+        srv = LocalServer(files).start()
         url = srv.url(f"/official/{PD_NAME}")
         srv.close()
     point_zoo_at(monkeypatch, url)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator
 
@@ -12,6 +11,8 @@ import pytest
 import torch
 
 from ppyoloe_sod.errors import WeightsError
+from local_http import LocalServer
+
 from ppyoloe_sod.weights import store
 from ppyoloe_sod.weights.pdparams import save_pdparams
 from ppyoloe_sod.weights.store import (cache_dir, download, fetch_weights, load_safetensors, save_safetensors,
@@ -20,47 +21,13 @@ from ppyoloe_sod.weights.store import (cache_dir, download, fetch_weights, load_
 PAYLOAD = bytes(range(256)) * 4099  # ~1 MB, not a multiple of the read chunk
 
 
-class _Server:
-    """A tiny HTTP server on 127.0.0.1: serves ``files``, counts GETs per path, 404 otherwise."""
-
-    def __init__(self, files: dict[str, bytes]) -> None:
-        self.files = files
-        self.hits: dict[str, int] = {}
-        self.short: set[str] = set()  # paths answered with fewer bytes than Content-Length
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server API
-                outer.hits[self.path] = outer.hits.get(self.path, 0) + 1
-                body = outer.files.get(self.path)
-                if body is None:
-                    self.send_error(404, "Not Found")
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body[: len(body) // 2] if self.path in outer.short else body)
-
-            def log_message(self, *args) -> None:  # keep test output quiet
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                       daemon=True)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
-
-
 @pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Server]:
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalServer]:
     for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
-    srv = _Server({"/w/model.pdparams": PAYLOAD})
-    srv.thread.start()
+    srv = LocalServer({"/w/model.pdparams": PAYLOAD}).start()
     yield srv
-    srv.httpd.shutdown()
-    srv.httpd.server_close()
+    srv.close()
 
 
 @pytest.fixture
@@ -85,7 +52,7 @@ def test_sha256_file_matches_hashlib(tmp_path: Path) -> None:
     assert sha256_file(p) == hashlib.sha256(data).hexdigest()
 
 
-def test_download_writes_file_and_verifies_sha(server: _Server, tmp_path: Path) -> None:
+def test_download_writes_file_and_verifies_sha(server: LocalServer, tmp_path: Path) -> None:
     dst = tmp_path / "dl" / "model.pdparams"
     out = download(server.url("/w/model.pdparams"), dst, sha256=hashlib.sha256(PAYLOAD).hexdigest().upper())
     assert out == dst
@@ -93,7 +60,7 @@ def test_download_writes_file_and_verifies_sha(server: _Server, tmp_path: Path) 
     assert [p.name for p in dst.parent.iterdir()] == ["model.pdparams"]  # no temp file left
 
 
-def test_fetch_weights_downloads_once(server: _Server, home: Path) -> None:
+def test_fetch_weights_downloads_once(server: LocalServer, home: Path) -> None:
     url = server.url("/w/model.pdparams")
     first = fetch_weights(url)
     second = fetch_weights(url)
@@ -102,7 +69,7 @@ def test_fetch_weights_downloads_once(server: _Server, home: Path) -> None:
     assert server.hits == {"/w/model.pdparams": 1}
 
 
-def test_404_names_url_and_cache_path(server: _Server, home: Path) -> None:
+def test_404_names_url_and_cache_path(server: LocalServer, home: Path) -> None:
     url = server.url("/w/missing.pdparams")
     with pytest.raises(WeightsError) as e:
         fetch_weights(url)
@@ -112,7 +79,7 @@ def test_404_names_url_and_cache_path(server: _Server, home: Path) -> None:
     assert not (home / "missing.pdparams").exists()
 
 
-def test_sha_mismatch_leaves_no_file(server: _Server, home: Path) -> None:
+def test_sha_mismatch_leaves_no_file(server: LocalServer, home: Path) -> None:
     url = server.url("/w/model.pdparams")
     with pytest.raises(WeightsError, match="sha256") as e:
         fetch_weights(url, sha256="0" * 64)
@@ -122,7 +89,7 @@ def test_sha_mismatch_leaves_no_file(server: _Server, home: Path) -> None:
     assert fetch_weights(url, sha256=hashlib.sha256(PAYLOAD).hexdigest()).read_bytes() == PAYLOAD
 
 
-def test_short_response_is_rejected(server: _Server, tmp_path: Path) -> None:
+def test_short_response_is_rejected(server: LocalServer, tmp_path: Path) -> None:
     server.short.add("/w/model.pdparams")
     dst = tmp_path / "model.pdparams"
     with pytest.raises(WeightsError) as e:
