@@ -19,3 +19,7 @@ class DatasetError(PPYOLOESODError, ValueError):
 
 class ConfigError(PPYOLOESODError, ValueError):
     """A config file or a -o override is invalid."""
+
+
+class NonFiniteLossError(PPYOLOESODError, FloatingPointError):
+    """The training loss became NaN or infinite; training stopped before the bad step changed any weight."""

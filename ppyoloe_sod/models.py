@@ -61,6 +61,21 @@ def _find_weights_in_dir(folder: Path) -> Path:
     return found[0]
 
 
+def resolve_weights_path(weights: str | os.PathLike) -> Path:
+    """A local weights file for a file path, a folder holding one, or an http(s) URL (downloaded once)."""
+    text = str(weights)
+    if urllib.parse.urlparse(text).scheme in ("http", "https"):
+        return fetch_weights(text)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        path = _find_weights_in_dir(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file not found")
+    if path.suffix not in WEIGHT_SUFFIXES:
+        raise WeightsError(f"{path}: unknown weights format {path.suffix!r}; expected one of {WEIGHT_SUFFIXES}")
+    return path
+
+
 def load_state_dict(spec: ModelSpec, weights: str | os.PathLike | None) -> tuple[dict[str, torch.Tensor], ModelSpec]:
     """Resolve ``weights`` to a checked torch state_dict and the spec it fits: ``spec`` itself, or ``spec`` with
     the class list recorded in a fine-tuned safetensors file."""
@@ -70,27 +85,18 @@ def load_state_dict(spec: ModelSpec, weights: str | os.PathLike | None) -> tuple
             pdparams = fetch_weights(spec.weights_url, spec.sha256)
             convert_pdparams_file(pdparams, cached, spec.name)
         weights = cached
-    text = str(weights)
-    if urllib.parse.urlparse(text).scheme in ("http", "https"):
-        weights = fetch_weights(text)
-    path = Path(weights)
-    if path.is_dir():
-        path = _find_weights_in_dir(path)
-    if not path.exists():
-        raise WeightsError(f"{path}: weights file not found")
+    path = resolve_weights_path(weights)
     if path.suffix == ".pdparams":
         return paddle_to_torch(load_pdparams(path), spec.name, source=str(path)).state_dict, spec
-    if path.suffix == ".safetensors":
-        state, meta = load_safetensors(path)
-        owner = meta.get("model_name")
-        if owner is not None and owner != spec.name:
-            raise WeightsError(f"{path} holds weights of {owner}, not {spec.name}: load it with "
-                               f"load_model('{owner}', ...)")
-        if "classes" in meta:
-            spec = spec.with_classes(json.loads(meta["classes"]))
-        state_dict_from_spec_check(spec, state)
-        return state, spec
-    raise WeightsError(f"{path}: unknown weights format {path.suffix!r}; expected one of {WEIGHT_SUFFIXES}")
+    state, meta = load_safetensors(path)
+    owner = meta.get("model_name")
+    if owner is not None and owner != spec.name:
+        raise WeightsError(f"{path} holds weights of {owner}, not {spec.name}: load it with "
+                           f"load_model('{owner}', ...)")
+    if "classes" in meta:
+        spec = spec.with_classes(json.loads(meta["classes"]))
+    state_dict_from_spec_check(spec, state)
+    return state, spec
 
 
 def load_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike | None = None,

@@ -25,7 +25,7 @@ def make_detect_fn(detector: Detector, device: str | torch.device = "cpu") -> De
     """
     spec = detector.spec
     if spec is None:
-        raise ValueError("detector.spec is not set; build the detector with build_model / build_train_model")
+        raise ValueError("detector.spec is not set; build the detector with build_model")
     predictor = DetPredictor(detector, TorchBackend(detector, torch.device(device)), spec.name, spec.classes,
                              spec.input_size)
     return predictor.detect_batch

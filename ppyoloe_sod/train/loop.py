@@ -33,15 +33,16 @@ from tqdm import tqdm
 from ..data.coco import read_coco
 from ..data.layout import IMAGES_DIR, annotation_path, find_dataset_root
 from ..data.loader import build_train_loader
-from ..errors import ConfigError, PPYOLOESODError
+from ..errors import ConfigError, NonFiniteLossError
 from ..fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..models import build_model
 from ..nn.detector import Detector
 from ..zoo import DEFAULT_MODEL, ModelSpec, get_spec
 from .checkpoint import (CHECKPOINT_NAME, WEIGHTS_NAME, load_checkpoint, rng_state, save_checkpoint,
                          save_model_dir, set_rng_state)
 from .losses import DetectionLoss
 from .optim import ModelEMA, WarmupCosine, build_optimizer
-from .pretrained import build_train_model, load_pretrained
+from .pretrained import load_pretrained
 
 LOSS_TERMS = ("loss", "loss_cls", "loss_iou", "loss_dfl")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
@@ -49,10 +50,6 @@ REFERENCE_COSINE_EPOCHS = 96
 STARVED_STEPS = 20  # consecutive steps with ground truth but no positive anchor before a warning
 CURVES_NAME = "train_curves.png"
 log = logging.getLogger("ppyoloe_sod.train")
-
-
-class NonFiniteLossError(PPYOLOESODError, FloatingPointError):
-    """The loss became NaN or infinite; training stopped before the bad step changed any weight."""
 
 
 @dataclass
@@ -456,7 +453,7 @@ class _Run:
         base, self.spec = _resolve_spec(opts, self.train_data.class_names)
         torch.manual_seed(opts.seed)
         np.random.seed(opts.seed % 2**32)
-        net = build_train_model(self.spec)
+        net = build_model(self.spec)
         if self.spec is not base:
             log.info("%d classes in the dataset (%s): yolo_head.pred_cls rebuilt for them (%s has %d)",
                      self.spec.num_classes, ", ".join(self.spec.classes[:10]), base.name, base.num_classes)
@@ -488,7 +485,7 @@ class _Run:
         self.eval_net: Detector | None = None
         if self.main and self.val_json is not None:
             with torch.random.fork_rng(devices=[]):  # building must not move the RNG (exact resume)
-                self.eval_net = build_train_model(self.spec).to(self.device).eval()
+                self.eval_net = build_model(self.spec).to(self.device).eval()
         amp = self.trainer.amp_dtype
         log.info("%s on %s x%d: %d train images, %d iterations/epoch, batch %d/process, lr %.4g, warmup %d "
                  "iterations, cosine over %d epochs, AMP %s, sizes %s", self.spec.name, self.device, self.world,

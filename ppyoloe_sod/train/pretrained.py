@@ -1,6 +1,5 @@
 """The network to train and its starting weights.
 
-- :func:`build_train_model`: the network of a spec, which may carry the user's class list
   (``spec.with_classes(names)``: only the head's ``pred_cls`` convolutions change shape).
 - :func:`load_pretrained`: the reference's partial-match start (``ppdet`` ``match_state_dict``): each model key
   takes the file's tensor of the same name, else the longest file key it ends with (``a.endswith('.' + b)``);
@@ -13,69 +12,33 @@ one, an http(s) URL, or a published model name (its official file, downloaded on
 from __future__ import annotations
 
 import os
-import urllib.parse
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import numpy as np
 import torch
 
 from ..errors import WeightsError
-from ..nn.detector import Detector
-from ..weights.convert import PADDLE_META_KEY, _is_transposed_linear, paddle_key_to_torch
+from ..models import WEIGHT_SUFFIXES, resolve_weights_path
+from ..weights.convert import rename_paddle_tensors
 from ..weights.pdparams import load_pdparams
 from ..weights.store import fetch_weights, load_safetensors
-from ..zoo import ModelSpec, get_spec, list_models
-
-WEIGHT_SUFFIXES = (".safetensors", ".pdparams")
-
-
-def build_train_model(spec: ModelSpec) -> Detector:
-    """A freshly initialised network for ``spec`` (which may carry a custom class count), in train mode."""
-    model = Detector(spec.arch)
-    model.spec = spec
-    return model.train()
-
+from ..zoo import get_spec, list_models
 
 # ------------------------------------------------------------------------------------------- reading files
 
 
-def _paddle_to_torch_tensors(pd_state: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    """Paddle names and layouts -> ours, tensor by tensor (no whole-model check: partial loads are the point)."""
-    out: dict[str, torch.Tensor] = {}
-    for pk, value in pd_state.items():
-        if pk == PADDLE_META_KEY:
-            continue
-        tk = paddle_key_to_torch(pk)
-        arr = np.asarray(value)
-        if arr.ndim == 2 and _is_transposed_linear(tk):
-            arr = arr.T
-        out[tk] = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
-    return out
-
-
 def _resolve_source(source: str | os.PathLike) -> Path:
     text = str(source)
-    if text in list_models() or _is_model_alias(text):
+    if _is_model_alias(text):
         spec = get_spec(text)
         return fetch_weights(spec.weights_url, spec.sha256)
-    if urllib.parse.urlparse(text).scheme in ("http", "https"):
-        return fetch_weights(text)
-    path = Path(text).expanduser()
-    if path.is_dir():
-        found = sorted(p for p in path.iterdir() if p.suffix in WEIGHT_SUFFIXES)
-        if (path / "model.safetensors").is_file():
-            found = [path / "model.safetensors"]
-        if len(found) != 1:
-            raise WeightsError(f"{path}: expected exactly one .safetensors or .pdparams file to start from, found "
-                               f"{len(found)} ({', '.join(p.name for p in found) or 'none'})")
-        path = found[0]
-    if not path.is_file():
-        raise WeightsError(f"pretrained weights {text!r} not found: give a .pdparams / .safetensors file, a folder "
-                           f"holding one, an http(s) URL, or a model name ({', '.join(list_models())})")
-    return path
+    try:
+        return resolve_weights_path(text)
+    except WeightsError as e:
+        raise WeightsError(f"pretrained weights {text!r}: {e}. Give a .pdparams / .safetensors file, a folder "
+                           f"holding one, an http(s) URL, or a model name ({', '.join(list_models())})") from e
 
 
 def _is_model_alias(text: str) -> bool:
@@ -90,11 +53,9 @@ def read_weights(source: str | os.PathLike) -> tuple[dict[str, torch.Tensor], st
     """The tensors of a weights source under our names, and the file they came from."""
     path = _resolve_source(source)
     if path.suffix == ".pdparams":
-        return _paddle_to_torch_tensors(load_pdparams(path)), str(path)
-    if path.suffix == ".safetensors":
-        state, _ = load_safetensors(path)
-        return state, str(path)
-    raise WeightsError(f"{path}: unknown weights format {path.suffix!r}; expected one of {WEIGHT_SUFFIXES}")
+        return rename_paddle_tensors(load_pdparams(path)), str(path)
+    state, _ = load_safetensors(path)
+    return state, str(path)
 
 
 # ------------------------------------------------------------------------------------------- partial match

@@ -23,7 +23,7 @@ _BN_TO_PADDLE = {v: k for k, v in _BN_TO_TORCH.items()}
 PADDLE_META_KEY = "StructuredToParameterName@@"
 
 
-def _is_transposed_linear(key: str) -> bool:
+def is_transposed_linear(key: str) -> bool:
     """Keys whose 2-D weight is stored [in, out] by Paddle (every nn.Linear and the fused attention input)."""
     return key.endswith("self_attn.in_proj_weight") or (
         ".encoder." in f".{key}" and key.endswith(".weight") and any(
@@ -73,7 +73,7 @@ def _paddle_shapes_of(name: str) -> dict[str, tuple[int, ...]]:
         if k.endswith("num_batches_tracked"):
             continue
         pk = torch_key_to_paddle(k)
-        shapes[pk] = tuple(reversed(shape)) if _is_transposed_linear(k) and len(shape) == 2 else shape
+        shapes[pk] = tuple(reversed(shape)) if is_transposed_linear(k) and len(shape) == 2 else shape
     return shapes
 
 
@@ -90,6 +90,20 @@ def detect_model(shapes: Mapping[str, tuple[int, ...]]) -> str | None:
 
 def _describe(name: str | None) -> str:
     return name if name is not None else "no published model (custom shapes)"
+
+
+def rename_paddle_tensors(pd_state: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """Paddle names and layouts -> ours, tensor by tensor, with no check against a model (for partial loads)."""
+    out: dict[str, torch.Tensor] = {}
+    for pk, value in pd_state.items():
+        if pk == PADDLE_META_KEY:
+            continue
+        tk = paddle_key_to_torch(pk)
+        arr = np.asarray(value)
+        if arr.ndim == 2 and is_transposed_linear(tk):
+            arr = arr.T
+        out[tk] = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+    return out
 
 
 def paddle_to_torch(pd_state: Mapping[str, np.ndarray], model_name: str | None = None,
@@ -114,27 +128,21 @@ def paddle_to_torch(pd_state: Mapping[str, np.ndarray], model_name: str | None =
                                f"use --model {detected} (or load_model('{detected}', ...))")
 
     expected = _expected_state(model_name)
+    renamed = rename_paddle_tensors(pd_state)
     out: dict[str, torch.Tensor] = {}
     missing, mismatched = [], []
-    used = set()
     for tk, shape in expected.items():
         if tk.endswith("num_batches_tracked"):
             out[tk] = torch.zeros((), dtype=torch.long)
-            continue
-        pk = torch_key_to_paddle(tk)
-        if pk not in pd_state:
-            missing.append(pk)
-            continue
-        used.add(pk)
-        arr = np.asarray(pd_state[pk])
-        if _is_transposed_linear(tk) and arr.ndim == 2:
-            arr = arr.T
-        if tuple(arr.shape) != shape:
-            mismatched.append(f"{pk}: file {tuple(np.shape(pd_state[pk]))}, model expects "
-                              f"{tuple(reversed(shape)) if _is_transposed_linear(tk) else shape}")
-            continue
-        out[tk] = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
-    unexpected = sorted(set(pd_state) - used)
+        elif tk not in renamed:
+            missing.append(torch_key_to_paddle(tk))
+        elif tuple(renamed[tk].shape) != shape:
+            pk = torch_key_to_paddle(tk)
+            want = tuple(reversed(shape)) if is_transposed_linear(tk) and len(shape) == 2 else shape
+            mismatched.append(f"{pk}: file {tuple(np.shape(pd_state[pk]))}, model expects {want}")
+        else:
+            out[tk] = renamed[tk]
+    unexpected = sorted(torch_key_to_paddle(k) for k in set(renamed) - set(expected))
     if missing or unexpected or mismatched:
         raise WeightsError(_mismatch_report(source, model_name, missing, unexpected, mismatched))
     return ConvertedWeights(out, model_name)
@@ -159,7 +167,7 @@ def torch_to_paddle(state_dict: Mapping[str, torch.Tensor]) -> dict[str, np.ndar
         if tk.endswith("num_batches_tracked"):
             continue
         arr = t.detach().cpu().float().numpy()
-        if _is_transposed_linear(tk) and arr.ndim == 2:
+        if is_transposed_linear(tk) and arr.ndim == 2:
             arr = arr.T
         out[torch_key_to_paddle(tk)] = np.ascontiguousarray(arr)
     return out

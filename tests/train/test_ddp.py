@@ -41,8 +41,8 @@ def test_two_gloo_ranks_end_with_identical_parameters(tmp_path):
     make_dataset(tmp_path / "ds", n_train=4, n_val=0, seed=4)
     init = tiny_spec()
     torch.manual_seed(1)
-    from ppyoloe_sod.train.pretrained import build_train_model
-    start = {k: p.detach().clone() for k, p in build_train_model(init).named_parameters()}
+    from ppyoloe_sod.models import build_model
+    start = {k: p.detach().clone() for k, p in build_model(init).named_parameters()}
 
     mp.spawn(_worker, args=(str(tmp_path), _port()), nprocs=WORLD, join=True)
 

@@ -11,7 +11,8 @@ import yaml
 from ppyoloe_sod.errors import ConfigError
 from ppyoloe_sod.train import loop as loop_mod
 from ppyoloe_sod.train.checkpoint import load_checkpoint
-from ppyoloe_sod.train.loop import NonFiniteLossError, TrainOptions, options_from_config, train
+from ppyoloe_sod.errors import NonFiniteLossError
+from ppyoloe_sod.train.loop import TrainOptions, options_from_config, train
 from ppyoloe_sod.weights.store import load_safetensors
 
 from train_synth import CLASSES, make_dataset, tiny_spec

@@ -18,7 +18,7 @@ from ppyoloe_sod import boxes as box_ops
 from ppyoloe_sod.eval.evaluate import evaluate
 from ppyoloe_sod.train.detect import make_detect_fn
 from ppyoloe_sod.train.loop import Trainer
-from ppyoloe_sod.train.pretrained import build_train_model
+from ppyoloe_sod.models import build_model
 from ppyoloe_sod.zoo import get_spec
 
 from train_synth import CLASSES, draw_image
@@ -85,7 +85,7 @@ def test_sod_s_overfits_small_objects(tmp_path):
         torch.manual_seed(0)
         spec = get_spec("PP-YOLOE_plus_SOD-S").with_classes(CLASSES)
         spec = dataclasses.replace(spec, input_size=(SIZE, SIZE))  # evaluated at the size it was trained at
-        trainer = Trainer.build(build_train_model(spec), 0.01, iters_per_epoch=1, warmup_iters=10,
+        trainer = Trainer.build(build_model(spec), 0.01, iters_per_epoch=1, warmup_iters=10,
                                 cosine_epochs=10_000)
         losses = [trainer.step(batch, i)["loss"] for i in range(STEPS)]
         blocks = [float(np.mean(losses[i: i + BLOCK])) for i in range(0, STEPS, BLOCK)]
@@ -93,7 +93,7 @@ def test_sod_s_overfits_small_objects(tmp_path):
         assert all(b < a for a, b in zip(blocks, blocks[1:])), f"loss did not fall steadily: {blocks}"
         assert blocks[-1] < 0.35 * blocks[0]
 
-        ema_model = build_train_model(spec)
+        ema_model = build_model(spec)
         ema_model.load_state_dict(trainer.ema.state_dict_for_export())
         hits, total, false_pos = _recovered(ema_model, batch, gts)
         print(f"EMA weights: {hits}/{total} boxes recovered (class, IoU > 0.5, score > 0.3), "

@@ -45,7 +45,7 @@ def test_coco_base_into_sod_s(coco_base_file, classes):
     if classes:
         spec = spec.with_classes(classes)
     torch.manual_seed(0)
-    model = pre.build_train_model(spec)
+    model = build_model(spec)
     init = {k: v.clone() for k, v in model.state_dict().items()}
     report = pre.load_pretrained(model, path)
 
@@ -73,7 +73,7 @@ def test_coco_base_into_sod_s(coco_base_file, classes):
 def test_suffix_rule_and_safetensors_source(tmp_path):
     """A backbone-only file without the ``backbone.`` prefix loads by suffix, as ppdet's match_state_dict."""
     spec = tiny_spec()
-    model = pre.build_train_model(spec)
+    model = build_model(spec)
     backbone = {k[len("backbone."):]: torch.full_like(v, 0.5) for k, v in model.state_dict().items()
                 if k.startswith("backbone.") and v.is_floating_point()}
     backbone["not.a.model.key"] = torch.zeros(3)
@@ -95,7 +95,7 @@ def test_model_name_source_fetches_the_published_file(coco_base_file, monkeypatc
 
 
 def test_unrelated_or_missing_file_is_a_clear_error(tmp_path):
-    model = pre.build_train_model(tiny_spec())
+    model = build_model(tiny_spec())
     save_safetensors({"foo": torch.zeros(2)}, tmp_path / "x.safetensors", {"format": "test"})
     with pytest.raises(WeightsError, match="none of its 1 tensors fits"):
         pre.load_pretrained(model, tmp_path / "x.safetensors")
@@ -109,7 +109,7 @@ def test_training_start_logs_the_summary(tmp_path):
     make_dataset(tmp_path / "ds", n_train=2, n_val=0)
     spec = tiny_spec()
     other = dataclasses.replace(spec, arch=dataclasses.replace(spec.arch, num_classes=80))
-    src = pre.build_train_model(other)
+    src = build_model(other)
     save_pdparams(torch_to_paddle(src.state_dict()), tmp_path / "base.pdparams")
     train(TrainOptions(dataset_dir=str(tmp_path / "ds"), output=str(tmp_path / "out"), model=spec, epochs=1,
                        batch_size=2, num_workers=0, progress=False, pretrain_weight_path=str(tmp_path / "base.pdparams")))
