@@ -11,27 +11,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import timed  # noqa: E402
 
 
-def median_ms(fn, runs: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
+def _ms(fn, runs: int) -> float:
+    return timed(fn, runs, warmup=2)[0] * 1000
 
 
 def main() -> None:
@@ -76,7 +69,7 @@ def main() -> None:
                 feats = pd_model.neck(list(pd_model.backbone({"image": x_pd})))
                 pd_model.yolo_head.post_process(pd_model.yolo_head(feats), sf_pd)
 
-        rows.append(("ppdet dygraph", median_ms(paddle_dygraph, args.runs)))
+        rows.append(("ppdet dygraph", _ms(paddle_dygraph, args.runs)))
 
         try:  # Paddle Inference on the exported graph (what PaddleX runs); oneDNN fails on this graph
             from paddle import inference as pi
@@ -88,7 +81,7 @@ def main() -> None:
             predictor = pi.create_predictor(cfg)
             predictor.get_input_handle("image").copy_from_cpu(pixels)
             predictor.get_input_handle("scale_factor").copy_from_cpu(sf)
-            rows.append(("Paddle Inference (exported)", median_ms(predictor.run, args.runs)))
+            rows.append(("Paddle Inference (exported)", _ms(predictor.run, args.runs)))
         except Exception as e:  # optional row: report why it is missing
             print(f"(Paddle Inference row skipped: {type(e).__name__}: {e})")
 
@@ -101,9 +94,9 @@ def main() -> None:
         B.postprocess(raw.cls_logits, raw.reg_logits, points, strides, ours.proj, sf_t)
 
     with torch.inference_mode():
-        rows.append(("ours eager", median_ms(torch_path, args.runs)))
+        rows.append(("ours eager", _ms(torch_path, args.runs)))
         ours.fuse()
-        rows.append(("ours eager, fused", median_ms(torch_path, args.runs)))
+        rows.append(("ours eager, fused", _ms(torch_path, args.runs)))
 
     if not args.no_onnx:
         try:
@@ -119,7 +112,7 @@ def main() -> None:
                     cls_logits, reg_logits = (torch.from_numpy(a) for a in sess.run(None, {"image": image}))
                     B.postprocess(cls_logits, reg_logits, points, strides, ours.proj, sf_t)
 
-                rows.append(("ours ONNX Runtime, fused", median_ms(onnx_path, args.runs)))
+                rows.append(("ours ONNX Runtime, fused", _ms(onnx_path, args.runs)))
         except Exception as e:  # optional row: report why it is missing
             print(f"(ONNX Runtime row skipped: {type(e).__name__}: {e})")
 
