@@ -82,7 +82,7 @@ def load_state_dict(spec: ModelSpec, weights: str | os.PathLike | None) -> tuple
     if weights is None:
         cached = cache_dir() / f"{spec.name}.safetensors"
         if not cached.is_file():
-            pdparams = fetch_weights(spec.weights_url, spec.sha256)
+            pdparams = fetch_weights(spec.weights_url, spec.sha256, official=True)
             convert_pdparams_file(pdparams, cached, spec.name)
         weights = cached
     path = resolve_weights_path(weights)

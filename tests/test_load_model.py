@@ -17,7 +17,7 @@ from ppyoloe_sod.errors import WeightsError
 from ppyoloe_sod.models import load_model
 from ppyoloe_sod.weights.convert import torch_to_paddle
 from ppyoloe_sod.weights.pdparams import save_pdparams
-from ppyoloe_sod.weights.store import CACHE_ENV, load_safetensors
+from ppyoloe_sod.weights.store import CACHE_ENV, cache_path_for, load_safetensors
 
 from local_http import LocalServer
 from weights_synth import randomized_model, write_safetensors
@@ -88,10 +88,11 @@ def test_official_weights_download_once_then_cache(server, files, cache, model, 
 
 
 def test_a_url_as_weights(server, cache, model) -> None:
-    loaded = load_model(S, weights=server.url("/shared/mine.safetensors"))
+    url = server.url("/shared/mine.safetensors")
+    loaded = load_model(S, weights=url)
     assert server.hits == {"/shared/mine.safetensors": 1}
     assert_same_weights(loaded, model)
-    assert (cache / "mine.safetensors").is_file()
+    assert cache_path_for(url).is_file() and cache_path_for(url).is_relative_to(cache)
     with pytest.raises(WeightsError, match="404"):
         load_model(S, weights=server.url("/shared/absent.safetensors"))
 

@@ -33,7 +33,7 @@ def _resolve_source(source: str | os.PathLike) -> Path:
     text = str(source)
     if _is_model_alias(text):
         spec = get_spec(text)
-        return fetch_weights(spec.weights_url, spec.sha256)
+        return fetch_weights(spec.weights_url, spec.sha256, official=True)
     try:
         return resolve_weights_path(text)
     except WeightsError as e:

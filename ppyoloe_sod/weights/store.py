@@ -29,6 +29,7 @@ __all__ = [
     "cache_dir",
     "download",
     "fetch_weights",
+    "cache_path_for",
     "sha256_file",
     "save_safetensors",
     "load_safetensors",
@@ -173,15 +174,24 @@ def download(url: str, dst: str | os.PathLike, sha256: str | None = None, timeou
     return dst
 
 
-def fetch_weights(url: str, sha256: str | None = None) -> Path:
-    """Path of the cached copy of ``url`` (``cache_dir() / <file name in the URL>``), downloading it once.
-
-    A file already in the cache is trusted as is (downloads only ever appear there complete and verified).
-    """
+def cache_path_for(url: str, official: bool = False) -> Path:
+    """Where the cached copy of ``url`` lives: ``cache_dir()/<file name>`` for the published weights (names that
+    are unique and that users may place by hand), ``cache_dir()/urls/<hash of the URL>/<file name>`` for any other
+    URL, so that two URLs ending in the same file name never share an entry."""
     name = Path(urllib.parse.urlparse(url).path).name
     if not name:
         raise WeightsError(f"Cannot tell a file name from the URL {url!r}; it must end in the weights file's name.")
-    dst = cache_dir() / name
+    if official:
+        return cache_dir() / name
+    return cache_dir() / "urls" / hashlib.sha256(url.encode()).hexdigest()[:16] / name
+
+
+def fetch_weights(url: str, sha256: str | None = None, official: bool = False) -> Path:
+    """Path of the cached copy of ``url`` (see ``cache_path_for``), downloading it once.
+
+    A file already in the cache is trusted as is (downloads only ever appear there complete and verified).
+    """
+    dst = cache_path_for(url, official)
     if dst.is_file():
         return dst
     return download(url, dst, sha256=sha256)

@@ -88,7 +88,7 @@ def test_suffix_rule_and_safetensors_source(tmp_path):
 def test_model_name_source_fetches_the_published_file(coco_base_file, monkeypatch):
     path, _ = coco_base_file
     asked = []
-    monkeypatch.setattr(pre, "fetch_weights", lambda url, sha=None: asked.append(url) or path)
+    monkeypatch.setattr(pre, "fetch_weights", lambda url, sha=None, official=False: asked.append(url) or path)
     state, source = pre.read_weights("PP-YOLOE_plus-S")
     assert asked == [get_spec("PP-YOLOE_plus-S").weights_url] and source == str(path)
     assert state["yolo_head.pred_cls.0.weight"].shape == (80, 384, 3, 3)

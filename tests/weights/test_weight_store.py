@@ -64,9 +64,18 @@ def test_fetch_weights_downloads_once(server: LocalServer, home: Path) -> None:
     url = server.url("/w/model.pdparams")
     first = fetch_weights(url)
     second = fetch_weights(url)
-    assert first == second == home / "model.pdparams"
+    assert first == second == store.cache_path_for(url)
+    assert first.is_relative_to(home) and first.name == "model.pdparams"
     assert first.read_bytes() == PAYLOAD
     assert server.hits == {"/w/model.pdparams": 1}
+    assert fetch_weights(url, official=True) == home / "model.pdparams"  # published files: top level, by name
+
+
+def test_urls_with_the_same_file_name_do_not_share_a_cache_entry(server: LocalServer, home: Path) -> None:
+    server.files["/v/model.pdparams"] = PAYLOAD[::-1]
+    a, b = fetch_weights(server.url("/w/model.pdparams")), fetch_weights(server.url("/v/model.pdparams"))
+    assert a != b
+    assert (a.read_bytes(), b.read_bytes()) == (PAYLOAD, PAYLOAD[::-1])
 
 
 def test_404_names_url_and_cache_path(server: LocalServer, home: Path) -> None:
@@ -75,16 +84,16 @@ def test_404_names_url_and_cache_path(server: LocalServer, home: Path) -> None:
         fetch_weights(url)
     msg = str(e.value)
     assert url in msg and "404" in msg
-    assert str(home / "missing.pdparams") in msg
-    assert not (home / "missing.pdparams").exists()
+    assert str(store.cache_path_for(url)) in msg
+    assert not store.cache_path_for(url).exists()
 
 
 def test_sha_mismatch_leaves_no_file(server: LocalServer, home: Path) -> None:
     url = server.url("/w/model.pdparams")
     with pytest.raises(WeightsError, match="sha256") as e:
         fetch_weights(url, sha256="0" * 64)
-    assert url in str(e.value) and str(home / "model.pdparams") in str(e.value)
-    assert list(home.iterdir()) == []
+    assert url in str(e.value) and str(store.cache_path_for(url)) in str(e.value)
+    assert not any(p.is_file() for p in home.rglob("*"))
     # the right checksum then works, and the failed attempt did not poison the cache
     assert fetch_weights(url, sha256=hashlib.sha256(PAYLOAD).hexdigest()).read_bytes() == PAYLOAD
 
@@ -111,8 +120,8 @@ def test_unreachable_port_fails_with_manual_hint(home: Path, monkeypatch: pytest
         fetch_weights(url)
     msg = str(e.value)
     assert "Cannot reach" in msg and url in msg
-    assert f"place it at {home / 'model.pdparams'}" in msg
-    assert not home.exists() or list(home.iterdir()) == []
+    assert f"place it at {store.cache_path_for(url)}" in msg
+    assert not home.exists() or not any(p.is_file() for p in home.rglob("*"))
 
 
 def test_silent_server_times_out_instead_of_hanging(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
