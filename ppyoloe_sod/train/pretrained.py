@@ -1,6 +1,5 @@
-"""The network to train and its starting weights.
+"""The starting weights of the network to train (built by ``models.build_model``).
 
-  (``spec.with_classes(names)``: only the head's ``pred_cls`` convolutions change shape).
 - :func:`load_pretrained`: the reference's partial-match start (``ppdet`` ``match_state_dict``): each model key
   takes the file's tensor of the same name, else the longest file key it ends with (``a.endswith('.' + b)``);
   tensors whose shape differs and keys the file lacks keep their initial values. A summary says what loaded
