@@ -42,9 +42,12 @@ SAMPLE_NUM = 10
 PASSED_MESSAGE = "Check dataset passed !"
 
 
-def run_check_dataset(dataset_dir: str, output: str, convert_enable: bool, src_dataset_type: str | None,
+def run_check_dataset(dataset_dir: str | None, output: str, convert_enable: bool, src_dataset_type: str | None,
                       split_enable: bool, train_percent: int | None, val_percent: int | None) -> dict:
     """The CLI's entry: PaddleX's CheckDataset options as plain arguments (see :func:`check_dataset`)."""
+    if not dataset_dir:
+        raise ConfigError("Global.dataset_dir is not set; pass -o Global.dataset_dir=DIR (the folder that holds "
+                          "images/ and annotations/).")
     convert_type = None
     if convert_enable:
         if not src_dataset_type:

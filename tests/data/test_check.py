@@ -184,6 +184,9 @@ def test_bad_arguments_raise_before_touching_anything(tmp_path):
         check_dataset(tmp_path / "ds", tmp_path / "out", convert_type="CSV")
     with pytest.raises(ConfigError, match="src_dataset_type is not set"):
         run_check_dataset(str(tmp_path / "ds"), str(tmp_path / "out"), True, None, False, None, None)
+    for unset in (None, ""):  # Global.dataset_dir left out of the config: a clear error, not a TypeError
+        with pytest.raises(ConfigError, match="Global.dataset_dir is not set"):
+            run_check_dataset(unset, str(tmp_path / "out"), False, None, False, None, None)
     assert tree_digest(tmp_path / "ds") == before
     assert not (tmp_path / "out").exists()
 
