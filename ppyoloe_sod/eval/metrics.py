@@ -351,7 +351,6 @@ class _Reader:
     """Index helper over a finished COCOeval: AP / AR for an (IoU, area, maxDets, class) slice."""
 
     def __init__(self, ev) -> None:
-        self.ev = ev
         p = ev.params
         self.precision = ev.eval["precision"]  # [T, R, K, A, M]
         self.recall = ev.eval["recall"]  # [T, K, A, M]
