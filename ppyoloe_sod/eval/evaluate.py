@@ -27,6 +27,7 @@ from ppyoloe_sod.eval.metrics import (
 )
 from ppyoloe_sod.eval.plots import plot_pr_curves
 from ppyoloe_sod.data.coco import ignored_regions_by_image
+from ppyoloe_sod.data.layout import IMAGES_DIR, annotation_path
 from ppyoloe_sod.eval.visdrone import evaluate_visdrone
 from ppyoloe_sod.fileio import atomic_write_json
 from ppyoloe_sod.imageio import read_image
@@ -151,7 +152,7 @@ def run_evaluate(cfg: Any) -> dict[str, Any]:
     from ..infer.predictor import create_model
 
     root = Path(cfg.Global.dataset_dir)
-    ann_file = root / "annotations" / "instance_val.json"
+    ann_file = annotation_path(root, "val")
     if not ann_file.is_file():
         raise DatasetError(f"{ann_file} not found: Global.dataset_dir must hold annotations/instance_val.json and "
                            f"images/ (PaddleX's COCO layout; run -o Global.mode=check_dataset to convert a dataset)")
@@ -162,5 +163,5 @@ def run_evaluate(cfg: Any) -> dict[str, Any]:
         raise DatasetError(f"{ann_file} lists {len(names)} categories but the model "
                            f"({cfg.Evaluate.weight_path or 'official weights'}) predicts {len(predictor.labels)} "
                            f"classes ({', '.join(predictor.labels[:10])}); evaluate with weights trained on this dataset")
-    return evaluate(predictor.detect_batch, ann_file, root / "images", batch_size=cfg.Evaluate.batch_size,
+    return evaluate(predictor.detect_batch, ann_file, root / IMAGES_DIR, batch_size=cfg.Evaluate.batch_size,
                     output_dir=cfg.Global.output, class_names=names)
