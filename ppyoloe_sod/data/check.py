@@ -12,7 +12,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -46,9 +46,6 @@ class SplitCheck:
         return {b: sum(s[b] for s in self.sizes.values()) for b in SIZE_BUCKETS}
 
 
-ImageSizer = Callable[[Path], "tuple[int, int] | str"]
-
-
 def decoded_size(path: Path) -> tuple[int, int] | str:
     """(width, height) of a fully decoded image, or the reason it cannot be decoded."""
     try:
@@ -59,7 +56,7 @@ def decoded_size(path: Path) -> tuple[int, int] | str:
 
 
 def check_split(root: str | os.PathLike, split: str, tolerance: float = DEFAULT_TOLERANCE,
-                sizer: ImageSizer = decoded_size, size_cache: dict[Path, Any] | None = None) -> SplitCheck:
+                size_cache: dict[Path, Any] | None = None) -> SplitCheck:
     """Check ``root/annotations/instance_<split>.json`` against the images under ``root/images``."""
     root = Path(root)
     path = annotation_path(root, split)
@@ -103,7 +100,7 @@ def check_split(root: str | os.PathLike, split: str, tolerance: float = DEFAULT_
             res.problems.append(Problem(str(path), f"image file {file} does not exist", image_id=iid))
             continue
         if file not in cache:
-            cache[file] = sizer(file)
+            cache[file] = decoded_size(file)
         got = cache[file]
         if isinstance(got, str):
             res.problems.append(Problem(str(path), f"image file {file} cannot be decoded: {got}", image_id=iid))
