@@ -201,7 +201,12 @@ def test_each_index_epoch_and_batch_has_its_own_draws(tmp_path):
         return collate([sample | {"batch": (epoch, batch)}])["images"].shape[-1]
 
     assert len({size(e, 0) for e in range(8)}) > 2 and len({size(0, b) for b in range(8)}) > 2
-    assert size(3, 5) == size(3, 5)
+    # the draw depends on (seed, epoch, batch) only: a fresh collate gives the same sizes, another seed does not
+    keys = [(e, b) for e in range(4) for b in range(4)]
+    fresh = SeededCollate(collate.sizes, seed=0)
+    assert [size(e, b) for e, b in keys] == [fresh([sample | {"batch": k}])["images"].shape[-1] for k in keys]
+    other = SeededCollate(collate.sizes, seed=1)
+    assert [size(e, b) for e, b in keys] != [other([sample | {"batch": k}])["images"].shape[-1] for k in keys]
 
 
 def test_unreadable_image_names_the_file(tmp_path):
