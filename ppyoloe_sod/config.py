@@ -255,8 +255,10 @@ def _validate(cfg: Config, source: str) -> None:
         value = getattr(cfg.Train, name)
         if value < 1:
             raise ConfigError(f"{source}: Train.{name} must be >= 1, got {value}")
-    if cfg.Predict.batch_size < 1:
-        raise ConfigError(f"{source}: Predict.batch_size must be >= 1, got {cfg.Predict.batch_size}")
+    for section, name in (("Evaluate", "batch_size"), ("Evaluate", "log_interval"), ("Predict", "batch_size")):
+        value = getattr(getattr(cfg, section), name)
+        if value < 1:
+            raise ConfigError(f"{source}: {section}.{name} must be >= 1, got {value}")
 
 
 def load_config(path: str | os.PathLike | None, overrides: Sequence[str] = ()) -> Config:

@@ -86,6 +86,8 @@ def test_parse_value():
     ("Predict.threshold={'car': 0.3}", "Predict.threshold"),
     ("Global.mode=serve", "Global.mode is 'serve'; use one of check_dataset, train"),
     ("Train.epochs_iters=0", "Train.epochs_iters must be >= 1"),
+    ("Evaluate.batch_size=0", "Evaluate.batch_size must be >= 1"),
+    ("Predict.batch_size=-1", "Predict.batch_size must be >= 1"),
 ])
 def test_bad_overrides(override, message):
     with pytest.raises(ConfigError, match=message):
