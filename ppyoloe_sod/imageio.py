@@ -66,10 +66,10 @@ def to_bgr_uint8(img: np.ndarray, name: str = "<array>") -> np.ndarray:
         raise ImageReadError(f"Image {name} has shape {img.shape}; expected HxW, HxWx1, HxWx3 or HxWx4.")
     if img.dtype == np.uint16:
         img = (img >> 8).astype(np.uint8)
-    elif img.dtype in (np.float32, np.float64):
+    elif np.issubdtype(img.dtype, np.floating):
         # Floats are taken as 0..1 when they fit there, else as 0..255.
         scale = 255.0 if float(np.nanmax(img, initial=0.0)) <= 1.0 else 1.0
-        img = np.clip(np.nan_to_num(img) * scale + 0.5, 0, 255).astype(np.uint8)
+        img = np.clip(np.nan_to_num(img.astype(np.float32)) * scale + 0.5, 0, 255).astype(np.uint8)
     elif img.dtype != np.uint8:
         raise ImageReadError(f"Image {name} has unsupported dtype {img.dtype}; use uint8, uint16 or float.")
     if img.shape[2] == 1:

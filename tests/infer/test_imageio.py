@@ -95,6 +95,8 @@ def test_directory_is_refused(tmp_path):
 def test_to_bgr_uint8_conversions():
     np.testing.assert_array_equal(to_bgr_uint8(np.full((2, 3), 9, np.uint8)), np.full((2, 3, 3), 9, np.uint8))
     np.testing.assert_array_equal(to_bgr_uint8(np.full((2, 3, 3), 1.0, np.float32)), np.full((2, 3, 3), 255))
+    np.testing.assert_array_equal(to_bgr_uint8(np.full((2, 3, 3), 0.5, np.float16)), np.full((2, 3, 3), 128))
+    np.testing.assert_array_equal(to_bgr_uint8(np.full((2, 3, 3), 77.0, np.float64)), np.full((2, 3, 3), 77))
     with pytest.raises(ImageReadError, match="shape"):
         to_bgr_uint8(np.zeros((2, 3, 5), np.uint8))
     with pytest.raises(ImageReadError, match="dtype"):
