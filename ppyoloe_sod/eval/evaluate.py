@@ -27,7 +27,7 @@ from ppyoloe_sod.eval.metrics import (
 )
 from ppyoloe_sod.eval.plots import plot_pr_curves
 from ppyoloe_sod.data.coco import ignored_regions_by_image
-from ppyoloe_sod.data.layout import IMAGES_DIR, annotation_path
+from ppyoloe_sod.data.layout import IMAGES_DIR, annotation_path, find_dataset_root
 from ppyoloe_sod.eval.visdrone import evaluate_visdrone
 from ppyoloe_sod.fileio import atomic_write_json
 from ppyoloe_sod.imageio import read_image
@@ -151,7 +151,7 @@ def run_evaluate(cfg: Any) -> dict[str, Any]:
     ``<Global.output>/evaluate_result.json``."""
     from ..infer.predictor import create_model
 
-    root = Path(cfg.Global.dataset_dir)
+    root = find_dataset_root(cfg.Global.dataset_dir)  # the same rule as check_dataset and training
     ann_file = annotation_path(root, "val")
     if not ann_file.is_file():
         raise DatasetError(f"{ann_file} not found: Global.dataset_dir must hold annotations/instance_val.json and "

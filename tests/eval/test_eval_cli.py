@@ -87,4 +87,12 @@ def test_evaluate_cli_names_a_missing_dataset(tmp_path, weights, capsys):
     code = main(["-c", CONFIG, "-o", "Global.mode=evaluate", "-o", f"Global.dataset_dir={tmp_path / 'nope'}",
                  "-o", f"Evaluate.weight_path={weights}", "-o", "Global.device=cpu"])
     assert code == 2
+    assert "Dataset folder not found" in capsys.readouterr().err
+
+
+def test_evaluate_cli_names_a_missing_val_json(tmp_path, weights, capsys):
+    (tmp_path / "ds" / "images").mkdir(parents=True)
+    code = main(["-c", CONFIG, "-o", "Global.mode=evaluate", "-o", f"Global.dataset_dir={tmp_path / 'ds'}",
+                 "-o", f"Evaluate.weight_path={weights}", "-o", "Global.device=cpu"])
+    assert code == 2
     assert "instance_val.json" in capsys.readouterr().err
