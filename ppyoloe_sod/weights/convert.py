@@ -10,13 +10,14 @@ Nothing loads partly: any missing, unexpected or mis-shaped key raises a ``Weigh
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Mapping
 
 import numpy as np
 import torch
 
 from ..errors import WeightsError
-from ..zoo import ModelSpec, get_spec, list_models
+from ..zoo import ArchSpec, ModelSpec, get_spec, list_models
 
 _BN_TO_TORCH = {"_mean": "running_mean", "_variance": "running_var"}
 _BN_TO_PADDLE = {v: k for k, v in _BN_TO_TORCH.items()}
@@ -55,41 +56,35 @@ def _shape_signature(shapes: Mapping[str, tuple[int, ...]]) -> tuple:
             get("yolo_head.pred_reg.0.weight"), "neck.encoder.layers.0.norm1.weight" in shapes)
 
 
-_SIGNATURE_CACHE: dict[str, tuple] = {}
-
-
-def _expected_state(model: str | ModelSpec) -> dict[str, tuple[int, ...]]:
-    """Torch-side state_dict shapes of a model (built on the meta device: no memory, no init cost)."""
+@lru_cache(maxsize=None)
+def _arch_state_shapes(arch: ArchSpec) -> dict[str, tuple[int, ...]]:
+    """Torch-side state_dict shapes of an architecture (built once, on the meta device: no memory, no init)."""
     from ..nn.detector import Detector
-    spec = model if isinstance(model, ModelSpec) else get_spec(model)
     with torch.device("meta"):
-        net = Detector(spec.arch)
+        net = Detector(arch)
     return {k: tuple(v.shape) for k, v in net.state_dict().items()}
 
 
-def _paddle_shapes_of(name: str) -> dict[str, tuple[int, ...]]:
+def _expected_state(model: str | ModelSpec) -> dict[str, tuple[int, ...]]:
+    spec = model if isinstance(model, ModelSpec) else get_spec(model)
+    return _arch_state_shapes(spec.arch)
+
+
+@lru_cache(maxsize=None)
+def _published_signature(name: str) -> tuple:
+    """The shape signature of a published model, in Paddle's names and layouts."""
     shapes = {}
     for k, shape in _expected_state(name).items():
         if k.endswith("num_batches_tracked"):
             continue
-        pk = torch_key_to_paddle(k)
-        shapes[pk] = tuple(reversed(shape)) if is_transposed_linear(k) and len(shape) == 2 else shape
-    return shapes
+        shapes[torch_key_to_paddle(k)] = tuple(reversed(shape)) if is_transposed_linear(k) and len(shape) == 2 else shape
+    return _shape_signature(shapes)
 
 
 def detect_model(shapes: Mapping[str, tuple[int, ...]]) -> str | None:
     """The published model whose Paddle shapes match these (keys -> shapes), or None."""
     sig = _shape_signature(shapes)
-    for name in list_models():
-        if name not in _SIGNATURE_CACHE:
-            _SIGNATURE_CACHE[name] = _shape_signature(_paddle_shapes_of(name))
-        if _SIGNATURE_CACHE[name] == sig:
-            return name
-    return None
-
-
-def _describe(name: str | None) -> str:
-    return name if name is not None else "no published model (custom shapes)"
+    return next((name for name in list_models() if _published_signature(name) == sig), None)
 
 
 def rename_paddle_tensors(pd_state: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
