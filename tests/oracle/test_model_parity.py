@@ -74,9 +74,13 @@ def run_both(name: str, height: int, width: int, tmp_path, scale_factor=(0.5, 0.
 
     with torch.no_grad():
         x = torch.from_numpy(image)
-        c = model.backbone(x)
-        p = model.neck(c)
+        stage_out = {}  # one forward through Detector.forward; the stages' outputs are taken on the way
+        hooks = [m.register_forward_hook(lambda mod, inp, out, key=key: stage_out.__setitem__(key, out))
+                 for key, m in (("backbone", model.backbone), ("neck", model.neck))]
         raw = model(x)
+        for h in hooks:
+            h.remove()
+        c, p = stage_out["backbone"], stage_out["neck"]
         points, strides = model.anchors(height, width)
         dets = B.postprocess(raw.cls_logits, raw.reg_logits, points, strides, model.proj, torch.from_numpy(sf))[0]
 
