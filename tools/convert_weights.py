@@ -11,6 +11,7 @@ reported on stderr with exit code 2 and nothing is written.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from dataclasses import dataclass
@@ -87,7 +88,10 @@ def safetensors_to_pdparams(src: Path, dst: Path, model: str | None) -> Summary:
                            f"published models ({', '.join(list_models())}); pass --model to see which keys differ")
     if model is not None and _spec_name(model) != name:
         raise WeightsError(f"{src} holds weights of {name} ({how}), not {_spec_name(model)}: use --model {name}")
-    state_dict_from_spec_check(get_spec(name), state)
+    spec = get_spec(name)
+    if "classes" in meta:  # a model fine-tuned on its own classes: the head is checked against those
+        spec = spec.with_classes(json.loads(meta["classes"]))
+    state_dict_from_spec_check(spec, state)
     save_pdparams(pd_state, dst)
     n, values = _count(list(pd_state.values()))
     return Summary(name, how if model is None else "checked against --model", n, values, dst)

@@ -245,3 +245,16 @@ def test_load_model_refuses_another_models_safetensors(s_state, tmp_path) -> Non
     with pytest.raises(WeightsError) as err:
         load_model(L, path)
     assert S in str(err.value) and L in str(err.value)
+
+
+def test_cli_exports_a_model_finetuned_on_other_classes(tmp_path, capsys) -> None:
+    """A model trained here on 3 classes goes back to a .pdparams whose head has 3 classes."""
+    from ppyoloe_sod.models import safetensors_metadata
+
+    spec = get_spec(S).with_classes(["tree", "roof", "pool"])
+    net = build_model(spec)
+    src = tmp_path / "tuned.safetensors"
+    save_safetensors(net.state_dict(), src, safetensors_metadata(spec))
+    dst = tmp_path / "tuned.pdparams"
+    assert tool.main([str(src), "-o", str(dst)]) == 0, capsys.readouterr().err
+    assert load_pdparams(dst)["yolo_head.pred_cls.0.weight"].shape == (3, 384, 3, 3)
