@@ -9,7 +9,9 @@ The reader follows PaddleDetection's ``COCODataSet`` (which PaddleX's ``COCODetD
   all-zero one, and boxes with ``area <= 0`` or width/height <= 1e-5 are skipped;
 - box corners are rounded to 3 decimals and are not clipped to the image;
 - images whose file is missing are skipped with a warning; images left without boxes are dropped unless
-  ``allow_empty`` (evaluation keeps them so that false positives on them count).
+  ``allow_empty`` (evaluation keeps them so that false positives on them count);
+- beyond PaddleDetection, a ``file_name`` that is absolute or leads out of the image folder (``..``, a symlink)
+  is an error listing every such entry, and nothing outside is opened (see ``paths``).
 
 Beyond PaddleDetection, a json may carry top-level per-image lists written by the VisDrone converter, entries
 ``{"id", "image_id", "bbox": [x, y, w, h], ...}``: ``ignored_regions`` (not objects to learn; evaluation can use
@@ -29,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DatasetError
+from .paths import inside_path
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,9 @@ MEDIUM_AREA = 96 ** 2
 SIZE_BUCKETS = ("small", "medium", "large")
 
 _BOX_EPS = 1e-5  # PaddleDetection's minimum box width/height
+# Far above any real annotation file (COCO train2017's is 0.45 GB, LVIS's 1.1 GB); parsing more would exhaust
+# memory long before it finished.
+MAX_JSON_BYTES = 4 * 1024 ** 3
 # Top-level lists of per-image entries that travel with their image (split, converters).
 PER_IMAGE_LISTS = ("ignored_regions", "other_objects")
 
@@ -83,17 +89,25 @@ def size_bucket(area: float) -> str:
     return "medium" if area < MEDIUM_AREA else "large"
 
 
-def load_json(path: str | os.PathLike) -> Any:
-    """Read a json file; a missing, unreadable or malformed file raises DatasetError saying where."""
+def load_json(path: str | os.PathLike, max_bytes: int = MAX_JSON_BYTES) -> Any:
+    """Read a json file; a missing, unreadable, oversized, malformed or absurdly nested file raises DatasetError
+    saying where (the size is checked before anything is read)."""
     p = Path(path)
     if not p.is_file():
         raise DatasetError(f"File not found: {str(p)!r}.")
     try:
+        size = p.stat().st_size
+        if size > max_bytes:
+            raise DatasetError(f"{p} is {size} bytes, over the {max_bytes}-byte limit for a json file of a "
+                               f"dataset; is it the right file?")
         with open(p, "r", encoding="utf-8") as f:
             return json.load(f)
     except json.JSONDecodeError as e:
         raise DatasetError(f"{p}: malformed json at line {e.lineno}, column {e.colno}: {e.msg}. "
                            f"Fix the file or regenerate it.") from e
+    except RecursionError:
+        raise DatasetError(f"{p}: the json is nested too deeply to be read (lists or objects inside each other "
+                           f"hundreds of levels deep); a dataset file never needs that: regenerate it.") from None
     except (OSError, UnicodeDecodeError) as e:
         raise DatasetError(f"{p}: cannot read it as UTF-8 json: {e}") from e
 
@@ -281,6 +295,21 @@ def usable_box(ann: dict) -> list[float] | None:
     return [round(v, 3) for v in (x, y, x2, y2)]
 
 
+def image_paths(images: list[dict], image_dir: str | os.PathLike, source: str) -> list[Path]:
+    """The file of each COCO image entry, in order; DatasetError listing every ``file_name`` that is missing,
+    absolute or leads out of ``image_dir`` (nothing outside is ever opened)."""
+    paths: list[Path] = []
+    problems: list[Problem] = []
+    for img in images:
+        try:
+            paths.append(inside_path(image_dir, img.get("file_name"), "file_name"))
+        except DatasetError as e:
+            problems.append(Problem(source, str(e), image_id=img.get("id")))
+    if problems:
+        raise problems_error(problems, f"{source} names image files outside {image_dir}")
+    return paths
+
+
 def read_coco(json_path: str | os.PathLike, image_dir: str | os.PathLike, allow_empty: bool = False) -> CocoData:
     """Read a COCO json into typed records with PaddleDetection's rules (see the module docstring)."""
     data = load_coco(json_path)
@@ -293,11 +322,11 @@ def read_coco(json_path: str | os.PathLike, image_dir: str | os.PathLike, allow_
         anns_by_image.setdefault(ann["image_id"], []).append(ann)
     ignored = ignored_regions_by_image(data)
 
+    paths = image_paths(data["images"], image_dir, str(json_path))
     records: list[CocoRecord] = []
     skipped = 0
     dropped_boxes = 0
-    for img in sorted(data["images"], key=lambda im: im["id"]):
-        path = image_dir / img["file_name"]
+    for img, path in sorted(zip(data["images"], paths), key=lambda pair: pair[0]["id"]):
         if not path.exists():
             log.warning("Image file %s (image id %s) does not exist; it is skipped.", path, img["id"])
             skipped += 1
