@@ -1,4 +1,37 @@
-"""Exceptions a user may see. Each message names the offending thing and what to do about it."""
+"""Exceptions a user may see. Each message names the offending thing and what to do about it.
+
+A suggested fix is written in the language of the interface in use: ``hint(python="device='cpu'",
+cli="-o Global.device=cpu")`` gives the Python form by default and the config form inside
+``with interface("cli"):``, which the command lines enter (``tools/convert_weights.py`` enters
+``"convert_weights"``, whose flags are its own). Library code names every form it knows; the entry point,
+which alone knows how the user is talking to us, picks one.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Iterator
+
+INTERFACES = ("python", "cli", "convert_weights")
+_interface: ContextVar[str] = ContextVar("ppyoloe_sod_interface", default="python")
+
+
+@contextmanager
+def interface(name: str) -> Iterator[None]:
+    """Phrase the hints of errors raised inside this block for ``name`` (one of ``INTERFACES``)."""
+    if name not in INTERFACES:
+        raise ValueError(f"interface must be one of {INTERFACES}, got {name!r}")
+    token = _interface.set(name)
+    try:
+        yield
+    finally:
+        _interface.reset(token)
+
+
+def hint(python: str, cli: str, convert_weights: str | None = None) -> str:
+    """The form of a suggested fix for the interface in use (the Python form where no other is given)."""
+    forms = {"python": python, "cli": cli, "convert_weights": convert_weights}
+    return forms[_interface.get()] or python
 
 
 class PPYOLOESODError(Exception):
