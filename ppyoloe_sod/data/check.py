@@ -1,6 +1,7 @@
 """Validation and statistics of one COCO split on disk: every problem is collected, none stops the check.
 
-What is checked, beyond the json structure (``coco.structure_problems``): each image file exists, decodes, and
+What is checked, beyond the json structure (``coco.structure_problems``): each ``file_name`` stays inside
+``images/`` (``paths.inside_path``: a file outside is never opened), each image file exists, decodes, and
 has the width/height the json states (after EXIF rotation, as decoders see it); each box has a positive width
 and height and lies inside its image up to ``tolerance`` pixels; the split has images and annotations; train and
 val list the same categories in the same order (class ids follow that order, so a difference would silently mix
@@ -21,6 +22,7 @@ from ..errors import DatasetError, ImageReadError
 from ..imageio import read_image
 from .coco import SIZE_BUCKETS, Problem, load_json, size_bucket, structure_problems
 from .layout import IMAGES_DIR, annotation_path
+from .paths import inside_path
 
 DEFAULT_TOLERANCE = 1.0  # pixels a box may reach outside its image
 
@@ -92,10 +94,14 @@ def check_split(root: str | os.PathLike, split: str, tolerance: float = DEFAULT_
         name, iid = img.get("file_name"), img.get("id")
         if not isinstance(name, str) or not name:
             continue
-        file = root / IMAGES_DIR / name
         w, h = img.get("width"), img.get("height")
         if isinstance(w, (int, float)) and isinstance(h, (int, float)) and id_counts[iid] == 1:
             sizes[iid] = (float(w), float(h))  # a duplicated id has no single size: its boxes are not placed
+        try:
+            file = inside_path(root / IMAGES_DIR, name, "file_name")
+        except DatasetError as e:
+            res.problems.append(Problem(str(path), str(e), image_id=iid))
+            continue
         if not file.is_file():
             res.problems.append(Problem(str(path), f"image file {file} does not exist", image_id=iid))
             continue

@@ -7,7 +7,8 @@ Outputs under ``output_dir`` (PaddleX's names):
   small/medium/large counts per class and split), ``analysis.box_sizes`` (a plot), ``warnings``, and on
   failure ``problems`` (every one found: file, image id, annotation id, message) next to err_type/err_msg;
 - ``check_dataset/demo_img/<file_name>``: the first 10 images of each split with their boxes drawn
-  (ignored regions, where the json has them, in a box labelled ``ignored``);
+  (ignored regions, where the json has them, in a box labelled ``ignored``); ``file_name`` normalized by
+  ``paths.relative_entry``, so a drawing never lands outside ``demo_img`` (the check refuses any other);
 - ``check_dataset/histogram.png`` (instances per class, train and val side by side, by train count) and
   ``check_dataset/box_sizes.png`` (box size distribution and COCO size classes per class).
 
@@ -32,6 +33,7 @@ from .check import DEFAULT_TOLERANCE, SplitCheck, category_problems, check_split
 from .coco import MEDIUM_AREA, SIZE_BUCKETS, SMALL_AREA, Problem, ignored_regions_by_image, problems_error
 from .converters import convert_dataset, resolve_source_type
 from .layout import IMAGES_DIR, find_dataset_root
+from .paths import inside_path, relative_entry
 from .split import split_dataset, validate_percentages
 
 log = logging.getLogger(__name__)
@@ -171,7 +173,7 @@ def _draw_samples(root: Path, chk: SplitCheck, art: Path, sample_num: int) -> li
         by_image.setdefault(ann["image_id"], []).append(ann)
     paths = []
     for img in data.get("images", [])[:sample_num]:
-        rgb = read_image(root / IMAGES_DIR / img["file_name"])[:, :, ::-1]
+        rgb = read_image(inside_path(root / IMAGES_DIR, img["file_name"], "file_name"))[:, :, ::-1]
         boxes = []
         for ann in by_image.get(img["id"], []):
             cls_id, label = cls_of[ann["category_id"]]
@@ -179,7 +181,7 @@ def _draw_samples(root: Path, chk: SplitCheck, art: Path, sample_num: int) -> li
             boxes.append({"cls_id": cls_id, "label": label, "score": None, "coordinate": [x, y, x + w, y + h]})
         for x1, y1, x2, y2 in ignored.get(img["id"], np.zeros((0, 4))).tolist():
             boxes.append({"cls_id": len(cls_of), "label": "ignored", "score": None, "coordinate": [x1, y1, x2, y2]})
-        rel = Path(ARTIFACTS_DIR) / "demo_img" / img["file_name"]
+        rel = Path(ARTIFACTS_DIR, "demo_img", *relative_entry(img["file_name"]).parts)  # never leaves demo_img
         rel = _save_image(draw_detections(rgb, boxes), art.parent / rel, rel)
         paths.append(rel.as_posix())
     return paths
