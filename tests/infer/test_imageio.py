@@ -1,4 +1,9 @@
 """read_image: BGR uint8 HxWx3 from every kind of file a user may have, clear errors otherwise."""
+import io
+import os
+import struct
+import threading
+import zlib
 from pathlib import Path
 
 import cv2
@@ -101,3 +106,107 @@ def test_to_bgr_uint8_conversions():
         to_bgr_uint8(np.zeros((2, 3, 5), np.uint8))
     with pytest.raises(ImageReadError, match="dtype"):
         to_bgr_uint8(np.zeros((2, 3, 3), np.int8))
+
+
+# --- the pixel limit, read from the header before decoding ---------------------------------------------------
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _huge_png(width: int, height: int, with_pixels: bool = True) -> bytes:
+    """A valid 1-bit grayscale PNG of all-black rows, a few kB even at 20000x20000; without pixels only the
+    header is right (OpenCV checks the size before reading the data)."""
+    ihdr = _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+    rows = zlib.compressobj(9)
+    block = bytes(1 + (width + 7) // 8) * 500  # 500 rows: a filter byte and the packed bits each
+    idat = b"".join(rows.compress(block) for _ in range(height // 500)) + rows.flush() if with_pixels else b"\0"
+    return b"\x89PNG\r\n\x1a\n" + ihdr + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+
+
+@pytest.fixture()
+def no_decoding(monkeypatch):
+    """Make any attempt to decode pixels fail the test: the limit must act on the header alone."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("pixels were decoded")
+
+    monkeypatch.setattr(cv2, "imdecode", refuse)
+    monkeypatch.setattr(Image.Image, "load", refuse)
+
+
+def test_huge_png_refused_from_its_header(tmp_path, no_decoding):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_huge_png(20000, 20000))  # decodes to 1.2 GB
+    assert path.stat().st_size < 100_000
+    with pytest.raises(ImageReadError, match=r"bomb\.png.* 20000x20000 = 400,000,000 pixels.*178,956,970"):
+        read_image(path)
+
+
+def test_pixel_limit_is_set_by_the_caller_and_named_in_the_error(tmp_path):
+    from ppyoloe_sod.imageio import DEFAULT_MAX_PIXELS, PixelLimit, decode_image
+
+    assert DEFAULT_MAX_PIXELS == 178_956_970
+    data = cv2.imencode(".png", _pattern(30, 40))[1].tobytes()  # 1200 pixels
+    with pytest.raises(ImageReadError, match=r"x\.png.*40x30 = 1,200 pixels.*limit of 1,000.*max_pixels=N"):
+        decode_image(data, "x.png", PixelLimit(1000, "max_pixels=N"))
+    assert decode_image(data, "x.png", PixelLimit(1200)).shape == (30, 40, 3)
+    assert decode_image(data, "x.png", PixelLimit(None)).shape == (30, 40, 3)
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".bmp", ".tif", ".webp", ".ppm"])
+def test_header_size_of_each_format(suffix):
+    from ppyoloe_sod.imageio import header_size
+
+    data = cv2.imencode(suffix, _pattern(24, 32))[1].tobytes()
+    assert header_size(data) == (32, 24)
+
+
+def test_header_size_of_progressive_jpeg_and_gif():
+    from ppyoloe_sod.imageio import header_size
+
+    data = cv2.imencode(".jpg", _pattern(24, 32), [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
+    assert header_size(data) == (32, 24)
+    buf = io.BytesIO()
+    Image.new("RGB", (10, 6)).save(buf, format="GIF")
+    assert header_size(buf.getvalue()) == (10, 6)
+
+
+def test_opencv_size_refusal_is_an_image_read_error(tmp_path):
+    from ppyoloe_sod.imageio import PixelLimit
+
+    path = tmp_path / "huge.png"
+    path.write_bytes(_huge_png(40000, 40000, with_pixels=False))
+    with pytest.raises(ImageReadError, match="40000x40000 = 1,600,000,000 pixels"):
+        read_image(path)  # the default limit
+    # Without our limit, OpenCV's own (2**30 pixels) refuses it: a clear error, not a raw cv2.error.
+    with pytest.raises(ImageReadError, match="huge.png.*40000x40000.*OPENCV_IO_MAX_IMAGE_PIXELS"):
+        read_image(path, PixelLimit(None))
+
+
+# --- only regular files are read -----------------------------------------------------------------------------
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this OS")
+def test_fifo_is_refused_not_read(tmp_path):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+
+    def unblock():  # if a regression opens the FIFO, give it an end of file instead of hanging the suite
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass  # nobody is reading: the good case
+
+    valve = threading.Timer(3.0, unblock)
+    valve.start()
+    try:
+        with pytest.raises(ImageReadError, match=r"pipe\.png.* is a FIFO \(named pipe\), not a regular file"):
+            read_image(fifo)
+    finally:
+        valve.cancel()
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/null"), reason="no /dev/null")
+def test_device_is_refused():
+    # /dev/null, not /dev/zero: a regression reading it ends at once instead of filling the memory
+    with pytest.raises(ImageReadError, match="/dev/null.* is a character device, not a regular file"):
+        read_image("/dev/null")
