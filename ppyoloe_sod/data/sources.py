@@ -8,12 +8,20 @@ when an item is loaded, so a large directory is never held in memory.
 Differences from PaddleX, on purpose: a bad entry raises a clear ``ImageReadError`` instead of being logged and
 skipped; files without an image suffix in a directory are skipped with one warning naming them; a URL result
 keeps the URL as ``input_path`` (PaddleX reports its download cache path).
+
+Rules a directory is expanded by: hidden entries (names starting with ".") are left out at every depth, files and
+folders alike, with one log line counting them (a path given explicitly is used even if hidden); symlinked
+folders are not followed and special files (FIFOs, devices, sockets) are not read, both named in the warning.
+Anything given explicitly must be a regular file: a FIFO or ``/dev/zero`` would block or never end.
+Images are refused above a pixel limit read from their header (see ``imageio.PixelLimit``); a PDF page is
+rendered smaller instead.
 """
 from __future__ import annotations
 
 import logging
 import math
 import os
+import stat
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -24,12 +32,12 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from ..errors import ImageReadError
-from ..imageio import decode_image, is_image_file, read_image, to_bgr_uint8
+from ..imageio import (PixelLimit, decode_image, is_image_file, read_image, require_regular_file,
+                       to_bgr_uint8)
 
 log = logging.getLogger(__name__)
 
-PDF_SCALE = 2.0  # PaddleX's PDF render zoom (144 dpi)
-PDF_MAX_PIXELS = 178_956_970  # a page is rendered smaller rather than above this many pixels
+PDF_SCALE = 2.0  # PaddleX's PDF render zoom (144 dpi); a page is rendered smaller rather than above the pixel limit
 URL_TIMEOUT_S = 30.0
 URL_MAX_BYTES = 100 * 1024 * 1024
 
@@ -87,8 +95,8 @@ def _open_pdf(src: str | bytes, name: str) -> Any:
 
 def _pdf_sources(path_or_url: str) -> list[Source]:
     data = fetch_url(path_or_url) if _is_url(path_or_url) else None
-    if data is None and not os.path.isfile(path_or_url):
-        raise ImageReadError(f"PDF file not found: {path_or_url!r}.")
+    if data is None:
+        require_regular_file(path_or_url, "PDF file")
     doc = _open_pdf(data if data is not None else path_or_url, path_or_url)
     try:
         n = len(doc)
@@ -99,14 +107,53 @@ def _pdf_sources(path_or_url: str) -> list[Source]:
     return [Source("pdf", path_or_url, path_or_url, i, data) for i in range(n)]
 
 
+def _list_directory(directory: Path) -> tuple[list[Path], dict[Path, str], int]:
+    """(image and PDF files, {skipped entry: why}, number of hidden entries left out) below ``directory``.
+
+    Hidden names are pruned at every depth, so a hidden folder is not even walked.
+    """
+    keep: list[Path] = []
+    skipped: dict[Path, str] = {}
+    hidden = 0
+
+    def fail(error: OSError) -> None:
+        raise ImageReadError(f"Cannot list folder {error.filename!r}: {error.strerror or error}.")
+
+    for root, dirs, files in os.walk(directory, onerror=fail):
+        hidden += sum(name.startswith(".") for name in (*dirs, *files))
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for d in dirs:
+            if os.path.islink(os.path.join(root, d)):
+                skipped[Path(root, d)] = "symlinked folder, not followed"
+        for name in files:
+            path = Path(root, name)
+            if name.startswith("."):
+                continue
+            if not (is_image_file(path) or path.suffix.lower() == ".pdf"):
+                skipped[path] = "not an image suffix"
+                continue
+            try:
+                mode = os.stat(path).st_mode
+            except OSError as e:
+                skipped[path] = f"unreadable: {e.strerror or e}"
+                continue
+            if stat.S_ISREG(mode):
+                keep.append(path)
+            else:
+                skipped[path] = "not a regular file"
+    return sorted(keep), dict(sorted(skipped.items())), hidden
+
+
 def _dir_sources(directory: Path) -> list[Source]:
-    files = sorted(p for p in directory.rglob("*") if p.is_file() and not p.name.startswith("."))
-    keep = [p for p in files if is_image_file(p) or p.suffix.lower() == ".pdf"]
-    skipped = [p for p in files if not (is_image_file(p) or p.suffix.lower() == ".pdf")]
+    keep, skipped, hidden = _list_directory(directory)
+    if hidden:
+        log.info("%s: left out %d hidden file(s)/folder(s) (names starting with '.')", directory, hidden)
     if skipped:
-        names = ", ".join(str(p.relative_to(directory)) for p in skipped[:5])
+        listed = list(skipped.items())
+        names = ", ".join(f"{p.relative_to(directory)} ({why})" for p, why in listed[:5])
         more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
-        log.warning("%s: skipped %d non-image file(s): %s%s", directory, len(skipped), names, more)
+        log.warning("%s: skipped %d entries that are not image or PDF files: %s%s", directory, len(skipped),
+                    names, more)
     if not keep:
         raise ImageReadError(
             f"Directory {str(directory)!r} contains no image or PDF files"
@@ -137,6 +184,7 @@ def _expand_one(item: Any) -> list[Source]:
         raise ImageReadError(f"Input not found: {item!r} is neither an existing file or directory nor a URL.")
     if _is_pdf(item):
         return _pdf_sources(item)
+    require_regular_file(item, "image file")
     return [Source("file", item, item)]
 
 
@@ -151,15 +199,15 @@ def expand_inputs(inputs: Any) -> list[Source]:
     return out
 
 
-def _render_pdf_page(src: Source) -> np.ndarray:
+def _render_pdf_page(src: Source, max_pixels: int | None) -> np.ndarray:
     doc = _open_pdf(src.data if src.data is not None else src.ref, src.ref)
     try:
         page = doc[src.page_index]
         try:
             w, h = page.get_size()
             scale = PDF_SCALE
-            if math.ceil(w * scale) * math.ceil(h * scale) > PDF_MAX_PIXELS:
-                scale = math.sqrt(PDF_MAX_PIXELS / (w * h)) * 0.999
+            if max_pixels is not None and math.ceil(w * scale) * math.ceil(h * scale) > max_pixels:
+                scale = math.sqrt(max_pixels / (w * h)) * 0.999
             arr = page.render(scale=scale).to_numpy()  # BGR(x) order by default in pdfium
         finally:
             page.close()
@@ -168,23 +216,25 @@ def _render_pdf_page(src: Source) -> np.ndarray:
     return to_bgr_uint8(arr, f"{src.ref} page {src.page_index}")
 
 
-def load_source(src: Source) -> np.ndarray:
-    """The BGR uint8 HxWx3 pixels of one source."""
+def load_source(src: Source, limit: PixelLimit = PixelLimit()) -> np.ndarray:
+    """The BGR uint8 HxWx3 pixels of one source; files and URLs above ``limit`` are refused before decoding,
+    PDF pages are rendered at a smaller scale to fit it. Arrays are taken as they are (already in memory)."""
     if src.kind == "array":
         return to_bgr_uint8(src.ref, "given as a numpy array")
     if src.kind == "file":
-        return read_image(src.ref)
+        return read_image(src.ref, limit)
     if src.kind == "url":
-        return decode_image(fetch_url(src.ref), src.ref)
+        return decode_image(fetch_url(src.ref), src.ref, limit)
     if src.kind == "pdf":
-        return _render_pdf_page(src)
+        return _render_pdf_page(src, limit.max_pixels)
     raise ValueError(f"unknown source kind {src.kind!r}")
 
 
-def iter_images(sources: Iterable[Source]) -> Iterator[tuple[np.ndarray, str | None, int | None]]:
+def iter_images(sources: Iterable[Source], limit: PixelLimit = PixelLimit()
+                ) -> Iterator[tuple[np.ndarray, str | None, int | None]]:
     """Load sources one by one: (BGR image, input_path, page_index)."""
     for src in sources:
-        yield load_source(src), src.input_path, src.page_index
+        yield load_source(src, limit), src.input_path, src.page_index
 
 
 def iter_inputs(inputs: Any) -> Iterator[tuple[np.ndarray, str | None, int | None]]:

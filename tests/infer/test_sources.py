@@ -63,7 +63,7 @@ def test_directory_sorted_recursive_and_skips_non_images(tmp_path, caplog):
         got = [(Path(p).name, int(img[4, 4, 0])) for img, p, _ in iter_inputs(str(tmp_path))]
     assert got == [("a.jpg", got[0][1]), ("b.png", 20), ("c.bmp", 30)]
     assert abs(got[0][1] - 10) <= 2  # jpeg
-    assert "skipped 2 non-image" in caplog.text and "notes.txt" in caplog.text
+    assert "skipped 2 entries" in caplog.text and "notes.txt (not an image suffix)" in caplog.text
 
 
 def test_pdf_pages_rendered_at_scale_2(tmp_path):
@@ -92,7 +92,7 @@ def test_expansion_is_lazy(tmp_path, monkeypatch):
         _png(tmp_path / f"{i}.png", i)
     reads = []
     real = sources.read_image
-    monkeypatch.setattr(sources, "read_image", lambda p: reads.append(p) or real(p))
+    monkeypatch.setattr(sources, "read_image", lambda p, *a: reads.append(p) or real(p, *a))
     srcs = expand_inputs(str(tmp_path))
     assert len(srcs) == 5 and reads == []
     it = iter_inputs(str(tmp_path))
@@ -186,3 +186,58 @@ def test_load_source_of_array_validates_shape():
     [src] = expand_inputs(np.zeros((4, 4, 2), np.uint8))
     with pytest.raises(ImageReadError, match="shape"):
         load_source(src)
+
+
+# --- what a directory expands to, and what is refused ---------------------------------------------------------
+
+def test_hidden_files_and_folders_are_left_out_alike(tmp_path, caplog):
+    _png(tmp_path / "a.png", 10)
+    _png(tmp_path / ".b.png", 20)  # hidden file
+    for hidden_dir in (tmp_path / ".cache", tmp_path / "sub" / ".thumbs"):
+        hidden_dir.mkdir(parents=True)
+        _png(hidden_dir / "c.png", 30)  # a visible name inside a hidden folder
+    _png(tmp_path / "sub" / "d.png", 40)
+    with caplog.at_level(logging.INFO):
+        got = [Path(s.input_path).relative_to(tmp_path).as_posix() for s in expand_inputs(str(tmp_path))]
+    assert got == ["a.png", "sub/d.png"]
+    assert "left out 3 hidden" in caplog.text
+    # Given explicitly, a hidden folder or file is used.
+    assert [Path(s.input_path).name for s in expand_inputs(str(tmp_path / ".cache"))] == ["c.png"]
+    assert [s.input_path for s in expand_inputs(str(tmp_path / ".b.png"))] == [str(tmp_path / ".b.png")]
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="no FIFOs on this OS")
+def test_special_files_are_refused_when_given_and_named_when_found(tmp_path, caplog):
+    import os
+
+    os.mkfifo(tmp_path / "pipe.png")
+    with pytest.raises(ImageReadError, match=r"pipe\.png.* is a FIFO"):
+        expand_inputs(str(tmp_path / "pipe.png"))  # refused before anything is read: no hang
+    os.mkfifo(tmp_path / "doc.pdf")
+    with pytest.raises(ImageReadError, match=r"doc\.pdf.* is a FIFO"):
+        expand_inputs(str(tmp_path / "doc.pdf"))
+    if os.path.exists("/dev/zero"):
+        with pytest.raises(ImageReadError, match="/dev/zero.* is a character device"):
+            expand_inputs("/dev/zero")
+    _png(tmp_path / "a.png", 10)
+    with caplog.at_level(logging.WARNING):
+        got = [Path(s.input_path).name for s in expand_inputs(str(tmp_path))]
+    assert got == ["a.png"]
+    assert "doc.pdf (not a regular file)" in caplog.text and "pipe.png (not a regular file)" in caplog.text
+
+
+def test_pdf_page_rendered_within_the_pixel_limit(tmp_path):
+    from ppyoloe_sod.imageio import PixelLimit
+
+    [red, _] = expand_inputs(str(_pdf(tmp_path / "doc.pdf")))  # 200x100 pt: 400x200 px at PaddleX's scale 2
+    assert load_source(red, PixelLimit(None)).shape == (200, 400, 3)
+    small = load_source(red, PixelLimit(20_000))
+    assert small.shape[0] * small.shape[1] <= 20_000 and small.shape[1] > 150  # scaled down, not refused
+
+
+def test_image_file_over_the_pixel_limit(tmp_path):
+    from ppyoloe_sod.imageio import PixelLimit
+
+    [src] = expand_inputs(str(_png(tmp_path / "a.png", 10, h=8, w=12)))
+    with pytest.raises(ImageReadError, match=r"a\.png.* 12x8 = 96 pixels.*limit of 50"):
+        load_source(src, PixelLimit(50))
