@@ -45,6 +45,12 @@ def relative_entry(entry: str, what: str = "path", folder: str = "the dataset fo
     return PurePosixPath(*parts)
 
 
+def base_name(entry: str) -> str:
+    """The last component of a path written on any system (``/`` or ``\\`` separated): the file name that
+    formats which only name an image (LabelMe's ``imagePath``, VOC's ``<filename>``) are looked up by."""
+    return _SEPARATORS.split(entry)[-1]
+
+
 def inside_path(base: str | os.PathLike, entry: str, what: str = "path") -> Path:
     """``base / entry`` if the entry stays inside ``base`` (see the module docstring); DatasetError otherwise.
 

@@ -3,6 +3,8 @@
 Train/val selection (PaddleX's rule for VOC and LabelMe, reused for VisDrone and YOLO):
 - ``DATASET/train_anno_list.txt`` and ``val_anno_list.txt`` list annotation files, one a line, relative to
   DATASET; only the last space-separated token of a line counts (so ``image.jpg annotations/a.xml`` works);
+  an entry that is absolute or leads out of DATASET (``..``, a symlink) is a problem and is not read, and so
+  is an image or label file that a symlink leads out of the dataset (see ``paths``);
 - without ``val_anno_list.txt`` the train list is shuffled (fixed seed) and cut 80/20 (train gets
   floor(0.8 n)); the new lists are written and the original train list is kept as ``train_anno_list.txt.bak``;
 - VOC and LabelMe need ``train_anno_list.txt``. VisDrone and YOLO may go without lists: then every annotation
@@ -19,9 +21,11 @@ from typing import Any, Callable, Hashable, Iterator
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from ...errors import DatasetError
 from ...imageio import IMAGE_SUFFIXES
 from ..coco import Problem, problems_error
 from ..layout import ANNOTATIONS_DIR, IMAGES_DIR
+from ..paths import inside_path
 from ..split import seeded_shuffle
 
 LIST_FILES = {"train": "train_anno_list.txt", "val": "val_anno_list.txt"}
@@ -87,11 +91,16 @@ def resolve_lists(root: Path, suffix: str, problems: list[Problem], warnings: li
             if not entry.lower().endswith(suffix):
                 warnings.append(f"{path}:{n}: {entry!r} is not a {suffix} file; the line is ignored.")
                 continue
-            if not (root / entry).is_file():
+            try:
+                file = inside_path(root, entry, "annotation file")
+            except DatasetError as e:
+                problems.append(Problem(str(path), f"line {n}: {e}"))
+                continue
+            if not file.is_file():
                 problems.append(Problem(str(path), f"line {n}: annotation file {entry!r} does not exist "
                                                    f"(paths are relative to {root})"))
             kept_lines.append(line.strip())
-            entries.append(entry)
+            entries.append(file.relative_to(root).as_posix())
         lists[split], lines[split] = entries, kept_lines
     if "train" not in lists:
         if "val" in lists:
@@ -124,11 +133,14 @@ def resolve_lists(root: Path, suffix: str, problems: list[Problem], warnings: li
 
 
 def find_image(root: Path, stems: list[str]) -> str | None:
-    """File name (relative to ``root/images``) of the first image found for any stem, PaddleX's order."""
+    """File name (relative to ``root/images``) of the first image found for any stem, PaddleX's order.
+
+    Raises DatasetError for a candidate that leads out of ``images/`` (a symlink), before anything is read.
+    """
     images = root / IMAGES_DIR
     for ext in IMAGE_EXTS:
         for stem in stems:
-            if stem and (images / f"{stem}{ext}").is_file():
+            if stem and inside_path(images, f"{stem}{ext}", "image").is_file():
                 return f"{stem}{ext}"
     return None
 
@@ -196,8 +208,12 @@ def iter_label_files(root: Path, rel_paths: list[str], desc: str, problems: list
     """(label file, image file name, width, height) for each per-image label file (VisDrone, YOLO) whose image
     ``images/<stem>.*`` exists and decodes; a missing image is a warning (file skipped), a broken one a problem."""
     for rel in tqdm(rel_paths, desc=desc, unit="txt", leave=False):
-        path = root / rel
-        file_name = find_image(root, [path.stem])
+        try:
+            path = inside_path(root, rel, "label file")  # listed entries were checked; found ones may be links
+            file_name = find_image(root, [path.stem])
+        except DatasetError as e:
+            problems.append(Problem(str(root / rel), str(e)))
+            continue
         if file_name is None:
             warnings.append(f"{path}: no image images/{path.stem}.* was found; the file is skipped.")
             stats["skipped_files"] += 1

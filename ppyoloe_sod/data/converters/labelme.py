@@ -11,14 +11,13 @@ Layout::
 
 Rules: only ``rectangle`` shapes (anything else is an error naming the file and shape); each rectangle's two
 points are sorted per axis; bbox = [x1, y1, x2 - x1, y2 - y1] as floats, area w * h, iscrowd 0, ignore 0.
-``file_name`` is the base name of ``imagePath`` (``/`` or ``\\`` separated), the size is ``imageWidth`` x
-``imageHeight``. Category ids are 1-based by first appearance of the label over train then val; image ids
-1-based by first appearance of ``imagePath`` over both; annotation ids 1-based in each file. Both jsons get the
-full category list.
+``file_name`` is the base name of ``imagePath`` (``/`` or ``\\`` separated; one that leads out of ``images/``,
+``..`` or a symlink, is a problem), the size is ``imageWidth`` x ``imageHeight``. Category ids are 1-based by
+first appearance of the label over train then val; image ids 1-based by first appearance of ``imagePath`` over
+both; annotation ids 1-based in each file. Both jsons get the full category list.
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,8 @@ from tqdm import tqdm
 
 from ...errors import DatasetError
 from ..coco import Problem, is_number, load_json
+from ..layout import IMAGES_DIR
+from ..paths import base_name, inside_path
 from .common import ConvertedDataset, IdIndexer, as_number, box_annotation, coco_json, copy_unlabeled, fail_if, \
     parse_float, resolve_lists
 
@@ -95,13 +96,19 @@ def convert(root: Path, with_unlabeled: bool = False) -> ConvertedDataset:
             parsed = _parse(root / rel, problems)
             if parsed is None:
                 continue
+            file_name = base_name(parsed["image_path"])
+            try:
+                inside_path(root / IMAGES_DIR, file_name, "its file name")
+            except DatasetError as e:
+                problems.append(Problem(str(root / rel), f"imagePath {parsed['image_path']!r}: {e}"))
+                continue
             image_id = img_ids(parsed["image_path"])
             if image_id in seen:
                 problems.append(Problem(str(root / rel), f"image {parsed['image_path']} is also annotated by "
                                                          f"{seen[image_id]} in the {split} list"))
                 continue
             seen[image_id] = rel
-            images.append({"id": image_id, "file_name": re.split(r"[\\/]", parsed["image_path"])[-1],
+            images.append({"id": image_id, "file_name": file_name,
                            "width": as_number(parsed["width"]), "height": as_number(parsed["height"])})
             for label, x1, y1, x2, y2 in parsed["boxes"]:
                 anns.append(box_annotation(len(anns) + 1, image_id, cats(label), x1, y1, x2 - x1, y2 - y1))

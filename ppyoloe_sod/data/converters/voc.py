@@ -10,7 +10,9 @@ Layout::
       unlabeled.txt       optional, ``VOCWithUnlabeled`` only: copied to annotations/unlabeled.txt
 
 Rules: the image is ``images/<stem of <filename>>.<ext>`` or else ``images/<xml stem>.<ext>`` (ext in jpg, png,
-jpeg, upper case too, then other image suffixes); an xml whose image is not found is skipped with a warning.
+jpeg, upper case too, then other image suffixes; only the base name of ``<filename>``, ``/`` or ``\\``
+separated, counts, so it never names a file outside ``images/``); an xml whose image is not found is skipped
+with a warning.
 Objects without ``<bndbox>`` are skipped; inverted corners are swapped; bbox = [xmin, ymin, xmax - xmin,
 ymax - ymin] (no +1); size from ``<size>``. Category ids are 1-based in order of first appearance over train
 then val, image ids 1-based by first appearance of the file name over both splits, annotation ids 1-based in
@@ -25,7 +27,9 @@ from typing import Any
 
 from tqdm import tqdm
 
+from ...errors import DatasetError
 from ..coco import Problem
+from ..paths import base_name
 from .common import (ConvertedDataset, IdIndexer, as_number, box_annotation, coco_json, copy_unlabeled, fail_if,
                      find_image, parse_float, resolve_lists)
 
@@ -94,9 +98,14 @@ def convert(root: Path, with_unlabeled: bool = False) -> ConvertedDataset:
             if parsed is None:
                 continue
             filename, width, height, objects = parsed
-            file_name = find_image(root, [Path(Path(filename).name).stem, Path(rel).stem])
+            stem = Path(base_name(filename)).stem
+            try:
+                file_name = find_image(root, [stem, Path(rel).stem])
+            except DatasetError as e:
+                problems.append(Problem(str(root / rel), str(e)))
+                continue
             if file_name is None:
-                warnings.append(f"{root / rel}: no image images/{Path(filename).stem}.* or "
+                warnings.append(f"{root / rel}: no image images/{stem}.* or "
                                 f"images/{Path(rel).stem}.* was found; the file is skipped.")
                 skipped += 1
                 continue
