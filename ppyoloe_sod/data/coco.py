@@ -94,7 +94,7 @@ def load_json(path: str | os.PathLike, max_bytes: int = MAX_JSON_BYTES) -> Any:
     saying where (the size is checked before anything is read)."""
     p = Path(path)
     if not p.is_file():
-        raise DatasetError(f"File not found: {str(p)!r}.")
+        raise DatasetError(f"File {str(p)!r} does not exist.")
     try:
         size = p.stat().st_size
         if size > max_bytes:
@@ -103,7 +103,7 @@ def load_json(path: str | os.PathLike, max_bytes: int = MAX_JSON_BYTES) -> Any:
         with open(p, "r", encoding="utf-8") as f:
             return json.load(f)
     except json.JSONDecodeError as e:
-        raise DatasetError(f"{p}: malformed json at line {e.lineno}, column {e.colno}: {e.msg}. "
+        raise DatasetError(f"{p} is not valid JSON: malformed json at line {e.lineno}, column {e.colno}: {e.msg}. "
                            f"Fix the file or regenerate it.") from e
     except RecursionError:
         raise DatasetError(f"{p}: the json is nested too deeply to be read (lists or objects inside each other "

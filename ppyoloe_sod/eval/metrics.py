@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ppyoloe_sod.data.coco import load_json
 from ppyoloe_sod.errors import DatasetError
 
 #: COCO's protocol: AR@1, AR@10 and everything else at 100 detections per image.
@@ -166,13 +166,7 @@ def load_gt_dict(gt: str | os.PathLike | Mapping[str, Any]) -> tuple[dict[str, A
         data = dict(gt)
     else:
         source = str(gt)
-        try:
-            with open(gt, encoding="utf-8") as f:
-                data = json.load(f)
-        except FileNotFoundError:
-            raise DatasetError(f"ground-truth file {source} does not exist; pass the COCO json of the val split") from None
-        except json.JSONDecodeError as e:
-            raise DatasetError(f"ground-truth file {source} is not valid JSON ({e}); regenerate it") from None
+        data = load_json(gt)  # DatasetError naming the file: missing, malformed, oversized or nested too deeply
         if not isinstance(data, dict):
             raise DatasetError(f"ground-truth file {source} holds a {type(data).__name__}, not a COCO dict")
     for key in ("images", "categories"):
