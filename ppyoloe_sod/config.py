@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import os
+import textwrap
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,94 +19,136 @@ from typing import Any, Sequence
 import yaml
 
 from .errors import ConfigError
+from .zoo import SIZE_MULTIPLE, UnknownModelError, check_input_sizes, get_spec, list_models
 
 MODES = ("check_dataset", "train", "evaluate", "export", "predict")
+OFFICIAL = "official"  # Evaluate.weight_path value meaning the published weights
+
+
+def key(default: Any, help: str, ours: bool = False) -> Any:
+    """A config key with its default and its one-line meaning, declared once (``--help`` lists them).
+
+    ``ours``: a key PaddleX's configs do not have.
+    """
+    return field(default=default, metadata={"help": help, "ours": ours})
+
+
+def section(cls: type, help: str) -> Any:
+    """A nested section of keys, with a one-line meaning."""
+    return field(default_factory=cls, metadata={"help": help})
 
 
 @dataclass
 class GlobalConfig:
-    model: str = "PP-YOLOE_plus_SOD-S"
-    mode: str = "predict"  # check_dataset | train | evaluate | export | predict
-    dataset_dir: str | None = None
-    device: str | None = None  # None: the first GPU if there is one, else the CPU
-    output: str = "output"
+    model: str = key("PP-YOLOE_plus_SOD-S", "the model: " + ", ".join(list_models()))
+    mode: str = key("predict", "what to run: " + ", ".join(MODES))
+    dataset_dir: str | None = key(None, "dataset folder in PaddleX's COCO layout: images/ and "
+                                        "annotations/instance_{train,val}.json")
+    device: str | None = key(None, "cpu, gpu, gpu:0, or gpu:0,1 (training: one process per GPU); null: the "
+                                   "first GPU if there is one, else the CPU")
+    output: str = key("output", "folder for everything a mode writes (results, reports, trained models)")
 
 
 @dataclass
 class ConvertConfig:
-    enable: bool = False
-    src_dataset_type: str | None = None
+    enable: bool = key(False, "convert the annotations to COCO first (the originals are kept as .bak)")
+    src_dataset_type: str | None = key(None, "the format to convert from: VOC, LabelMe, VOCWithUnlabeled, "
+                                             "LabelMeWithUnlabeled, VisDrone, YOLO")
 
 
 @dataclass
 class SplitConfig:
-    enable: bool = False
-    train_percent: int | None = None
-    val_percent: int | None = None
+    enable: bool = key(False, "re-split all train and val images at the percentages below (fixed seed)")
+    train_percent: int | None = key(None, "percent of the images for training (with val_percent: sum 100)")
+    val_percent: int | None = key(None, "percent of the images for validation")
 
 
 @dataclass
 class CheckDatasetConfig:
-    convert: ConvertConfig = field(default_factory=ConvertConfig)
-    split: SplitConfig = field(default_factory=SplitConfig)
+    convert: ConvertConfig = section(ConvertConfig, "convert another annotation format to COCO")
+    split: SplitConfig = section(SplitConfig, "re-split train and val")
 
 
 @dataclass
 class TrainConfig:
-    num_classes: int | None = None
-    epochs_iters: int = 50
-    batch_size: int = 2
-    learning_rate: float | None = None
-    pretrain_weight_path: str | None = None
-    warmup_steps: int | None = None
-    resume_path: str | None = None
-    log_interval: int = 10
-    eval_interval: int = 1
-    # ours (see ppyoloe_sod.train.loop.TrainOptions); None keeps the trainer's default
-    seed: int | None = None
-    num_workers: int | None = None
-    amp: str | None = None
-    channels_last: bool | None = None
-    eval_batch_size: int | None = None
-    max_iters: int | None = None
-    cosine_epochs: int | None = None
+    num_classes: int | None = key(None, "classes in the dataset; null: those of instance_train.json (a "
+                                        "different number is an error)")
+    epochs_iters: int = key(50, "epochs to train")
+    batch_size: int = key(2, "images per batch, per process (GPU)")
+    learning_rate: float | None = key(None, "base learning rate (SGD, warmup then cosine decay); null: the "
+                                            "model's reference rate")
+    pretrain_weight_path: str | None = key(
+        None, "starting weights: a .pdparams/.safetensors file, a folder holding one, a URL or a model name; "
+              "null: the published weights of Global.model (downloaded once); random: random initialisation")
+    warmup_steps: int | None = key(None, "iterations of linear learning-rate warmup; null: one epoch")
+    resume_path: str | None = key(None, "continue a stopped run: its output folder or its checkpoint.pt")
+    log_interval: int = key(10, "log the losses every this many iterations")
+    eval_interval: int = key(1, "evaluate on instance_val.json every this many epochs (and after the last)")
+    seed: int | None = key(None, "random seed of initialisation, data order and augmentation; null: 0", ours=True)
+    num_workers: int | None = key(None, "data-loading worker processes; null: 2", ours=True)
+    amp: str | None = key(None, "mixed precision on CUDA: auto, bf16, fp16 or off; null: auto", ours=True)
+    channels_last: bool | None = key(None, "channels-last memory layout; null: on where mixed precision runs",
+                                     ours=True)
+    eval_batch_size: int | None = key(None, "batch size of the evaluations during training; null: 1", ours=True)
+    max_iters: int | None = key(None, "stop after this many iterations in all (quick trials); null: no limit",
+                                ours=True)
+    cosine_epochs: int | None = key(None, "epochs over which the learning rate decays; null: 96 (the "
+                                          "reference's), or epochs_iters when larger", ours=True)
+    train_sizes: list[int] | None = key(
+        None, f"square training sizes, one drawn per batch, each a multiple of {SIZE_MULTIPLE}; null: the model's "
+              "reference list (320..768 step 32; 1024..1920 step 64 for largesize-L); e.g. [96, 128] to "
+              "fine-tune on a CPU", ours=True)
+    eval_size: int | None = key(
+        None, f"input size of the evaluations during training, a multiple of {SIZE_MULTIPLE}; null: the model's "
+              "input size (640; 1920 for largesize-L), which predict and evaluate always use", ours=True)
 
 
 @dataclass
 class EvaluateConfig:
-    weight_path: str | None = None
-    log_interval: int = 10
-    batch_size: int = 1  # ours
+    weight_path: str | None = key(None, "weights to evaluate: a .safetensors/.pdparams file or a folder holding "
+                                        f"one; null: <Global.output>/best_model (what training "
+                                        f"wrote); {OFFICIAL}: the published weights of Global.model")
+    log_interval: int = key(10, "accepted for PaddleX's configs; unused (a progress bar shows the progress)")
+    batch_size: int = key(1, "images per batch", ours=True)
 
 
 @dataclass
 class ExportConfig:
-    weight_path: str | None = None
+    weight_path: str | None = key(None, "weights to export; null: the published weights of Global.model")
 
 
 @dataclass
 class KernelOptionConfig:
-    run_mode: str = "paddle"  # accepted for PaddleX configs; "onnxruntime" acts as Predict.use_hpip
+    run_mode: str = key("paddle", "accepted for PaddleX's configs; onnxruntime acts as Predict.use_hpip=true")
 
 
 @dataclass
 class PredictConfig:
-    batch_size: int = 1
-    model_dir: str | None = None  # None: the official weights
-    input: str | list[str] | None = None
-    kernel_option: KernelOptionConfig = field(default_factory=KernelOptionConfig)
-    threshold: float | dict[int, float] | None = None  # ours: as create_model's threshold
-    use_hpip: bool = False  # ours: as create_model's use_hpip
+    batch_size: int = key(1, "images per batch")
+    model_dir: str | None = key(None, "weights: a .safetensors/.pdparams file or a folder holding one (e.g. "
+                                      "output/best_model); null: the published weights of Global.model")
+    input: str | list[str] | None = key(None, "what to detect on: an image file, folder, URL or PDF, or a list "
+                                              "of them")
+    kernel_option: KernelOptionConfig = section(KernelOptionConfig, "PaddleX's inference engine options")
+    threshold: float | dict[int, float] | None = key(
+        None, "score threshold of the results: a float, or per class {0: 0.4, 3: 0.6} (other classes 0.5); "
+              "null: 0.5", ours=True)
+    use_hpip: bool = key(False, "run the network under ONNX Runtime (exported once and cached)", ours=True)
+    # ours: the pixel guard and the report of predict (ppyoloe_sod.infer.predictor.run_predict)
+    max_pixels: int | None = key(178_956_970, "refuse images above this many pixels (width * height, read from "
+                                              "the file header before decoding); null: no limit", ours=True)
+    print: str = key("summary", "what to print per image: summary (one line), full (the result's JSON, as "
+                                "PaddleX does) or none", ours=True)
 
 
 @dataclass
 class Config:
-    Global: GlobalConfig = field(default_factory=GlobalConfig)
-    CheckDataset: CheckDatasetConfig = field(default_factory=CheckDatasetConfig)
-    Train: TrainConfig = field(default_factory=TrainConfig)
-    Evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
-    Export: ExportConfig = field(default_factory=ExportConfig)
-    Predict: PredictConfig = field(default_factory=PredictConfig)
+    Global: GlobalConfig = section(GlobalConfig, "read by every mode")
+    CheckDataset: CheckDatasetConfig = section(CheckDatasetConfig, "read by Global.mode=check_dataset")
+    Train: TrainConfig = section(TrainConfig, "read by Global.mode=train and python -m ppyoloe_sod.train")
+    Evaluate: EvaluateConfig = section(EvaluateConfig, "read by Global.mode=evaluate")
+    Export: ExportConfig = section(ExportConfig, "read by Global.mode=export")
+    Predict: PredictConfig = section(PredictConfig, "read by Global.mode=predict")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -184,6 +227,46 @@ def _all_keys(cls: type, prefix: str = "") -> list[str]:
     return out
 
 
+# ------------------------------------------------------------------------------------------------- help
+
+def _default_text(value: Any) -> str:
+    """A default as one writes it in a config or an override."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    return str(value)
+
+
+def describe_keys(sections: Sequence[str] | None = None, skip: Sequence[str] = (), width: int = 100) -> str:
+    """Each key of ``sections`` (default all) but ``skip``: name, type, default and meaning, for ``--help``.
+
+    Generated from the dataclasses above, so the help cannot drift from the keys the config accepts.
+    """
+    lines: list[str] = []
+
+    def walk(cls: type, prefix: str) -> None:
+        hints, defaults = _hints(cls), cls()
+        for f in dataclasses.fields(cls):
+            name, tp, meaning = f"{prefix}{f.name}", hints[f.name], f.metadata.get("help", "")
+            if name in skip:
+                continue
+            if dataclasses.is_dataclass(tp):
+                if prefix:  # a sub-section: its keys follow, one level deeper
+                    lines.append(f"  {name}.*: {meaning}")
+                walk(tp, name + ".")
+                continue
+            ours = " [not in PaddleX]" if f.metadata.get("ours") else ""
+            lines.append(f"  {name}  ({_type_name(tp)}, default {_default_text(getattr(defaults, f.name))}){ours}")
+            lines.extend(textwrap.wrap(meaning, width, initial_indent=" " * 6, subsequent_indent=" " * 6,
+                                       break_on_hyphens=False))
+
+    hints = _hints(Config)
+    for f in dataclasses.fields(Config):
+        if sections is None or f.name in sections:
+            lines.append(f"{f.name} keys, {f.metadata['help']}:")
+            walk(hints[f.name], f.name + ".")
+    return "\n".join(lines)
+
+
 # -------------------------------------------------------------------------------------------- overrides
 
 def parse_value(text: str) -> Any:
@@ -251,14 +334,68 @@ def apply_override(cfg: Config, override: str) -> None:
 def _validate(cfg: Config, source: str) -> None:
     if cfg.Global.mode not in MODES:
         raise ConfigError(f"{source}: Global.mode is {cfg.Global.mode!r}; use one of {', '.join(MODES)}")
+    try:
+        get_spec(cfg.Global.model)
+    except UnknownModelError:
+        raise ConfigError(f"{source}: Global.model is {cfg.Global.model!r}, which is not a published model; use "
+                          f"one of {', '.join(list_models())}") from None
     for name in ("batch_size", "epochs_iters", "log_interval", "eval_interval"):
         value = getattr(cfg.Train, name)
         if value < 1:
             raise ConfigError(f"{source}: Train.{name} must be >= 1, got {value}")
-    for section, name in (("Evaluate", "batch_size"), ("Evaluate", "log_interval"), ("Predict", "batch_size")):
-        value = getattr(getattr(cfg, section), name)
+    for section_name, name in (("Evaluate", "batch_size"), ("Evaluate", "log_interval"), ("Predict", "batch_size")):
+        value = getattr(getattr(cfg, section_name), name)
         if value < 1:
-            raise ConfigError(f"{source}: {section}.{name} must be >= 1, got {value}")
+            raise ConfigError(f"{source}: {section_name}.{name} must be >= 1, got {value}")
+    try:
+        if cfg.Train.train_sizes is not None:
+            check_input_sizes("Train.train_sizes", cfg.Train.train_sizes)
+        if cfg.Train.eval_size is not None:
+            check_input_sizes("Train.eval_size", [cfg.Train.eval_size])
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+class _DuplicateKeyError(yaml.YAMLError):
+    pass
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error (YAML keeps the last one
+    silently, so a forgotten earlier line would win or lose without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # "<<: *anchor" may be overridden on purpose
+                continue
+            name = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if name in first_line:
+                    raise _DuplicateKeyError(f"key {name!r} appears twice in one mapping, on lines "
+                                             f"{first_line[name]} and {line}; keep one of them")
+                first_line[name] = line
+            except TypeError:  # an unhashable key: the base constructor reports it
+                break
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_yaml(path: Path, source: str) -> Any:
+    """The YAML document at ``path``, or a ConfigError that says what is wrong with the file."""
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{source} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                          f"save it with UTF-8 encoding") from None
+    except OSError as e:
+        raise ConfigError(f"Cannot read the config file {source}: {e.strerror or e}") from None
+    try:
+        return yaml.load(text, Loader=_StrictLoader)
+    except _DuplicateKeyError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source} is not valid YAML: {e}") from None
 
 
 def load_config(path: str | os.PathLike | None, overrides: Sequence[str] = ()) -> Config:
@@ -270,10 +407,7 @@ def load_config(path: str | os.PathLike | None, overrides: Sequence[str] = ()) -
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"Config file not found: {source}")
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{source} is not valid YAML: {e}") from e
+        data = _read_yaml(p, source) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: expected sections (Global, Predict, ...) at the top level, "
                               f"got {type(data).__name__}")

@@ -7,6 +7,9 @@ converter and a test check against the modules we build.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any, Sequence
+
+from .errors import ConfigError
 
 VISDRONE_CLASSES: tuple[str, ...] = (
     "pedestrian", "people", "bicycle", "car", "van", "truck", "tricycle", "awning-tricycle", "bus", "motor",
@@ -148,6 +151,13 @@ _MODELS: dict[str, ModelSpec] = {
 }
 
 DEFAULT_MODEL = "PP-YOLOE_plus_SOD-S"
+SIZE_MULTIPLE = 32  # the largest stride: every network input side is a multiple of it
+
+
+class UnknownModelError(ConfigError, KeyError):
+    """A model name that is not published; still a KeyError for callers that test names with ``get_spec``."""
+
+    __str__ = Exception.__str__  # KeyError's own would print the message quoted
 
 
 def list_models() -> list[str]:
@@ -162,9 +172,19 @@ def get_spec(name: str) -> ModelSpec:
     key = name.lower().replace("-", "_")
     if key in by_alias:
         return _MODELS[by_alias[key]]
-    raise KeyError(f"unknown model {name!r}; available: {', '.join(_MODELS)}")
+    raise UnknownModelError(f"unknown model {name!r}; available: {', '.join(_MODELS)}")
 
 
 def hub_name(name: str) -> str:
     """'PP-YOLOE_plus_SOD-largesize-L' -> 'ppyoloe_plus_sod_largesize_l'."""
     return name.lower().replace("pp-yoloe", "ppyoloe").replace("-", "_")
+
+
+def check_input_sizes(key: str, sizes: Sequence[Any]) -> None:
+    """ConfigError naming ``key`` unless ``sizes`` is a non-empty list of positive multiples of 32."""
+    if not sizes:
+        raise ConfigError(f"{key} is empty; list at least one input size, e.g. [320, 352]")
+    bad = [s for s in sizes if isinstance(s, bool) or not isinstance(s, int) or s <= 0 or s % SIZE_MULTIPLE]
+    if bad:
+        raise ConfigError(f"{key}: {', '.join(map(repr, bad))} {'is' if len(bad) == 1 else 'are'} not a positive "
+                          f"multiple of {SIZE_MULTIPLE} (the network's largest stride), e.g. 320 or 640")

@@ -125,3 +125,80 @@ def test_dump_round_trip(tmp_path):
     (tmp_path / "again.yaml").write_text(dump_config(cfg))
     assert load_config(tmp_path / "again.yaml") == cfg
     assert isinstance(cfg, Config)
+
+
+def test_duplicate_yaml_keys_are_errors_naming_key_and_lines(tmp_path):
+    """YAML keeps the last of two equal keys without a word; a config must not silently lose a line."""
+    (tmp_path / "dup.yaml").write_text("Train:\n  batch_size: 2\n  epochs_iters: 3\n  batch_size: 8\n")
+    with pytest.raises(ConfigError, match=r"dup.yaml: key 'batch_size' appears twice .* lines 2 and 4"):
+        load_config(tmp_path / "dup.yaml")
+    (tmp_path / "dup_section.yaml").write_text("Train:\n  batch_size: 2\nGlobal:\n  mode: train\nTrain:\n  seed: 1\n")
+    with pytest.raises(ConfigError, match=r"key 'Train' appears twice .* lines 1 and 5"):
+        load_config(tmp_path / "dup_section.yaml")
+    # the same key in two different sections, and YAML merge keys, are fine
+    (tmp_path / "ok.yaml").write_text("Train:\n  batch_size: 2\nEvaluate: &ev\n  batch_size: 4\n"
+                                      "Predict:\n  <<: *ev\n  batch_size: 3\n")
+    cfg = load_config(tmp_path / "ok.yaml")
+    assert (cfg.Train.batch_size, cfg.Evaluate.batch_size, cfg.Predict.batch_size) == (2, 4, 3)
+
+
+def test_non_utf8_config_is_a_clear_error(tmp_path):
+    (tmp_path / "latin1.yaml").write_bytes("Global:\n  output: café\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1.yaml is not UTF-8 text \(byte 0xe9 at offset 21\)"):
+        load_config(tmp_path / "latin1.yaml")
+    (tmp_path / "bom.yaml").write_bytes("\ufeffGlobal:\n  output: café\n".encode("utf-8"))  # BOM: still fine
+    assert load_config(tmp_path / "bom.yaml").Global.output == "café"
+
+
+def test_unknown_model_is_a_config_error_listing_the_models():
+    from ppyoloe_sod.zoo import list_models
+
+    with pytest.raises(ConfigError, match=r"Global.model is 'PP-YOLOE_plus_SOD-XL'.*not a published model") as e:
+        load_config(None, ["Global.model=PP-YOLOE_plus_SOD-XL"])
+    assert all(name in str(e.value) for name in list_models())
+    assert load_config(None, ["Global.model=ppyoloe_plus_sod_l"]).Global.model == "ppyoloe_plus_sod_l"  # hub alias
+    from ppyoloe_sod.zoo import get_spec
+
+    with pytest.raises(ConfigError, match=r"^unknown model 'yolov8'; available: PP-YOLOE_plus_SOD-S"):
+        get_spec("yolov8")  # the Python API: a ConfigError too (and still a KeyError for name lookups)
+    with pytest.raises(KeyError):
+        get_spec("yolov8")
+
+
+@pytest.mark.parametrize("override,message", [
+    ("Train.train_sizes=[320, 330]", r"Train.train_sizes: 330 is not a positive multiple of 32"),
+    ("Train.train_sizes=[]", r"Train.train_sizes is empty"),
+    ("Train.train_sizes=[0, -32]", r"Train.train_sizes: 0, -32 are not"),
+    ("Train.train_sizes=320", r"Train.train_sizes: expected list\[int\] \| None"),
+    ("Train.eval_size=100", r"Train.eval_size: 100 is not a positive multiple of 32"),
+])
+def test_training_sizes_are_validated(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_training_sizes_load():
+    cfg = load_config(CONFIGS / "PP-YOLOE_plus_SOD-S.yaml", ["Train.train_sizes=[64, 96]", "Train.eval_size=96"])
+    assert cfg.Train.train_sizes == [64, 96] and cfg.Train.eval_size == 96
+    assert load_config(CONFIGS / "PP-YOLOE_plus_SOD-S.yaml").Train.train_sizes is None  # the model's own list
+
+
+def test_every_key_has_a_meaning():
+    """The help is generated from the dataclasses' metadata: a key without one would be listed bare."""
+    import dataclasses
+    import typing
+
+    def walk(cls):
+        for f in dataclasses.fields(cls):
+            assert f.metadata.get("help", "").strip(), f"{cls.__name__}.{f.name} has no help text"
+            tp = typing.get_type_hints(cls)[f.name]
+            if dataclasses.is_dataclass(tp):
+                walk(tp)
+    walk(Config)
+
+
+@pytest.mark.parametrize("name", ["PP-YOLOE_plus_SOD-S", "PP-YOLOE_plus_SOD-L", "PP-YOLOE_plus_SOD-largesize-L"])
+def test_shipped_configs_leave_evaluate_weights_to_global_output(name):
+    text = (CONFIGS / f"{name}.yaml").read_text()
+    assert load_config(CONFIGS / f"{name}.yaml").Evaluate.weight_path is None
+    assert "VisDrone | YOLO" in text  # the src_dataset_type comment names every converter
