@@ -301,6 +301,7 @@ def image_paths(images: list[dict], image_dir: str | os.PathLike, source: str) -
     paths: list[Path] = []
     problems: list[Problem] = []
     for img in images:
+        img = img if isinstance(img, dict) else {}
         try:
             paths.append(inside_path(image_dir, img.get("file_name"), "file_name"))
         except DatasetError as e:
