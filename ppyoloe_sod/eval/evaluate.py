@@ -26,7 +26,7 @@ from ppyoloe_sod.eval.metrics import (
     load_gt_dict,
 )
 from ppyoloe_sod.eval.plots import plot_pr_curves
-from ppyoloe_sod.data.coco import ignored_regions_by_image
+from ppyoloe_sod.data.coco import ignored_regions_by_image, image_paths
 from ppyoloe_sod.data.layout import IMAGES_DIR, annotation_path, find_dataset_root
 from ppyoloe_sod.eval.visdrone import evaluate_visdrone
 from ppyoloe_sod.fileio import atomic_write_json
@@ -109,7 +109,7 @@ def evaluate(
     """
     data, source = load_gt_dict(ann_file)
     root = Path(image_root)
-    paths = [root / str(im.get("file_name", "")) for im in data["images"]]
+    paths = image_paths(data["images"], root, source)  # DatasetError for any file_name leading out of root
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise DatasetError(
