@@ -56,3 +56,14 @@ class ConfigError(PPYOLOESODError, ValueError):
 
 class NonFiniteLossError(PPYOLOESODError, FloatingPointError):
     """The training loss became NaN or infinite; training stopped before the bad step changed any weight."""
+
+
+class DiskFullError(PPYOLOESODError, OSError):
+    """A file could not be written because its disk (or the user's quota) is full; the old file is unchanged.
+
+    Built as ``DiskFullError(errno, message, path)``: ``errno`` and ``filename`` are set like any OSError's, and
+    the message is shown alone.
+    """
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()

@@ -64,7 +64,10 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
 
 
 def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
-    """Write ``state`` (tensors and plain types only) atomically; an interrupted write leaves the old file."""
+    """Write ``state`` (tensors and plain types only) atomically; an interrupted write leaves the old file.
+
+    A full disk raises ``DiskFullError`` naming the file (torch reports it as a bare RuntimeError).
+    """
     path = Path(path)
     payload = {"format": CHECKPOINT_FORMAT, **state}
     with atomic_open(path, "wb") as f:
