@@ -12,11 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_synth import draw_image, scene, tree_digest, voc_xml, write_coco_dataset, write_labelme, write_voc, \
-    write_yolo
+from data_synth import draw_image, scene, tree_digest, voc_xml, write_coco_dataset, write_labelme, write_visdrone, \
+    write_voc, write_yolo
 from ppyoloe_sod.data.check_dataset import check_dataset
 from ppyoloe_sod.data.coco import load_json, read_coco
-from ppyoloe_sod.data.paths import inside_path
 from ppyoloe_sod.errors import DatasetError
 from ppyoloe_sod.eval.evaluate import evaluate
 
@@ -78,6 +77,8 @@ def _problems(res: dict, fragment: str) -> list[dict]:
     ("a.jpg", "a.jpg"), ("sub/a.jpg", "sub/a.jpg"), ("sub\\a.jpg", "sub/a.jpg"), ("./sub//x/../a.jpg", "sub/a.jpg"),
 ])
 def test_entries_inside_are_normalized(tmp_path, entry, expected):
+    from ppyoloe_sod.data.paths import inside_path
+
     assert inside_path(tmp_path, entry) == tmp_path.joinpath(*expected.split("/"))
 
 
@@ -88,12 +89,16 @@ def test_entries_inside_are_normalized(tmp_path, entry, expected):
     (None, "not a string"),
 ])
 def test_entries_outside_are_refused(tmp_path, entry, fragment):
+    from ppyoloe_sod.data.paths import inside_path
+
     with pytest.raises(DatasetError, match=fragment):
         inside_path(tmp_path, entry)
 
 
 def test_a_symlinked_folder_is_the_folder(tmp_path):
     """The folder itself may live elsewhere (images/ on another disk); only entries must stay inside it."""
+    from ppyoloe_sod.data.paths import inside_path
+
     real = tmp_path / "disk" / "images"
     draw_image(real / "a.png", 8, 8)
     (tmp_path / "ds").mkdir()
@@ -207,6 +212,24 @@ def test_yolo_image_linked_outside_is_listed_and_not_read(tmp_path, outside):
     res, after = _check(tmp_path, convert_type="YOLO")
     assert res["check_pass"] is False
     assert len(_problems(res, "symbolic link")) == 1, res["problems"]
+    assert opened == [] and after == before
+
+
+def test_visdrone_label_file_linked_outside_is_listed_and_not_read(tmp_path, outside):
+    """Without lists every annotations/*.txt is taken: one that is a link out of the dataset is refused too."""
+    folder, opened = outside
+    root = tmp_path / "ds"
+    imgs = scene(4)
+    write_visdrone(root, imgs[:2], imgs[2:], lists=False)
+    label = root / "annotations" / (Path(imgs[0].name).stem + ".txt")
+    label.rename(folder / "rows.txt")
+    label.symlink_to(folder / "rows.txt")
+    before = _digest(tmp_path)
+    opened.clear()  # moving rows.txt there was the test's own doing
+    res, after = _check(tmp_path, convert_type="VisDrone")
+    assert res["check_pass"] is False
+    listed = _problems(res, "symbolic link")
+    assert len(listed) == 1 and listed[0]["file"] == str(label), res["problems"]
     assert opened == [] and after == before
 
 
