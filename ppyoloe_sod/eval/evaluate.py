@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from ppyoloe_sod.errors import DatasetError
+from ppyoloe_sod.errors import ConfigError, DatasetError
 from ppyoloe_sod.eval.metrics import (
     MAX_DETS_500,
     SMALL_OBJECT_BANDS,
@@ -146,9 +146,10 @@ def evaluate(
 
 
 def run_evaluate(cfg: Any) -> dict[str, Any]:
-    """``Global.mode=evaluate``: ``Global.model`` with ``Evaluate.weight_path`` (None: the official weights) over
+    """``Global.mode=evaluate``: ``Global.model`` with the weights of ``Evaluate.weight_path`` over
     ``<Global.dataset_dir>/annotations/instance_val.json`` (images under ``images/``), report written to
-    ``<Global.output>/evaluate_result.json``."""
+    ``<Global.output>/evaluate_result.json``. Unset weights are what training wrote to
+    ``<Global.output>/best_model``; ``official`` means the published weights."""
     from ..infer.predictor import create_model
 
     root = find_dataset_root(cfg.Global.dataset_dir)  # the same rule as check_dataset and training
@@ -156,12 +157,35 @@ def run_evaluate(cfg: Any) -> dict[str, Any]:
     if not ann_file.is_file():
         raise DatasetError(f"{ann_file} not found: Global.dataset_dir must hold annotations/instance_val.json and "
                            f"images/ (PaddleX's COCO layout; run -o Global.mode=check_dataset to convert a dataset)")
-    predictor = create_model(cfg.Global.model, model_dir=cfg.Evaluate.weight_path, device=cfg.Global.device)
+    weights = _weights_to_evaluate(cfg.Evaluate.weight_path, cfg.Global.output)
+    shown = weights or f"the published weights of {cfg.Global.model}"
+    predictor = create_model(cfg.Global.model, model_dir=weights, device=cfg.Global.device)
     data, _ = load_gt_dict(ann_file)
     names = [str(c.get("name", c.get("id"))) for c in data.get("categories", [])]
     if len(names) != len(predictor.labels):
-        raise DatasetError(f"{ann_file} lists {len(names)} categories but the model "
-                           f"({cfg.Evaluate.weight_path or 'official weights'}) predicts {len(predictor.labels)} "
-                           f"classes ({', '.join(predictor.labels[:10])}); evaluate with weights trained on this dataset")
-    return evaluate(predictor.detect_batch, ann_file, root / IMAGES_DIR, batch_size=cfg.Evaluate.batch_size,
-                    output_dir=cfg.Global.output, class_names=names)
+        raise DatasetError(f"{ann_file} lists {len(names)} categories but the model ({shown}) predicts "
+                           f"{len(predictor.labels)} classes ({', '.join(predictor.labels[:10])}); evaluate with "
+                           f"weights trained on this dataset")
+    print(f"Evaluating {shown} on {ann_file}")
+    report = evaluate(predictor.detect_batch, ann_file, root / IMAGES_DIR, batch_size=cfg.Evaluate.batch_size,
+                      output_dir=cfg.Global.output, class_names=names)
+    written = [Path(cfg.Global.output) / RESULT_NAME] + ([Path(report["pr_curves"])] if "pr_curves" in report else [])
+    print(f"Evaluation results written to {', '.join(map(str, written))}")
+    return report
+
+
+def _weights_to_evaluate(weight_path: str | None, output: str) -> str | None:
+    """The weights ``Evaluate.weight_path`` names (None: the published ones); unset, the trained best model."""
+    from ..config import OFFICIAL
+
+    if weight_path is not None and weight_path.strip().lower() == OFFICIAL:
+        return None
+    if weight_path:
+        return weight_path
+    trained = Path(output) / "best_model"
+    if not trained.is_dir():
+        raise ConfigError(f"Evaluate.weight_path is not set and {trained} (where training writes its best model "
+                          f"for -o Global.output={output}) does not exist; set -o Evaluate.weight_path=FILE (a "
+                          f".safetensors or .pdparams file, or a folder holding one), point Global.output at a "
+                          f"training run, or use -o Evaluate.weight_path={OFFICIAL} for the published weights")
+    return str(trained)
