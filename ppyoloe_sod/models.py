@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import WeightsError
+from .errors import WeightsError, hint
 from .nn.detector import Detector
 from .weights.convert import paddle_to_torch, state_dict_from_spec_check
 from .weights.pdparams import load_pdparams
@@ -92,7 +92,7 @@ def load_state_dict(spec: ModelSpec, weights: str | os.PathLike | None) -> tuple
     owner = meta.get("model_name")
     if owner is not None and owner != spec.name:
         raise WeightsError(f"{path} holds weights of {owner}, not {spec.name}: load it with "
-                           f"load_model('{owner}', ...)")
+                           + hint(python=f"load_model('{owner}', ...)", cli=f"-o Global.model={owner}"))
     if "classes" in meta:
         spec = spec.with_classes(json.loads(meta["classes"]))
     state_dict_from_spec_check(spec, state)

@@ -22,7 +22,7 @@ _ROOT = Path(__file__).resolve().parents[1]
 if (_ROOT / "ppyoloe_sod").is_dir() and str(_ROOT) not in sys.path:  # run from a checkout, not installed
     sys.path.insert(0, str(_ROOT))
 
-from ppyoloe_sod.errors import PPYOLOESODError, WeightsError  # noqa: E402
+from ppyoloe_sod.errors import PPYOLOESODError, WeightsError, interface  # noqa: E402
 from ppyoloe_sod.models import convert_pdparams_file  # noqa: E402
 from ppyoloe_sod.weights.convert import detect_model, state_dict_from_spec_check, torch_to_paddle  # noqa: E402
 from ppyoloe_sod.weights.pdparams import save_pdparams  # noqa: E402
@@ -126,7 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:  # argparse has already printed usage / help
         return int(e.code or 0)
     try:
-        s = convert(args.src, args.output, args.model)
+        with interface("convert_weights"):  # hints name this tool's flags
+            s = convert(args.src, args.output, args.model)
     except (PPYOLOESODError, OSError) as e:  # bad input, or the output cannot be written
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -88,6 +88,7 @@ def check_dataset(dataset_dir: str | os.PathLike, output_dir: str | os.PathLike,
     except DatasetError as e:
         problems = getattr(e, "problems", None) or [Problem(str(dataset_dir), str(e))]
         return _fail(output_dir, base, problems, e, warnings)
+    logged = len(warnings)  # the converter logged its warnings already
     problems = [p for c in checks.values() for p in c.problems] + category_problems(checks["train"], checks["val"])
     if problems:
         err = problems_error(problems, f"Dataset {dataset_dir} failed the check")
@@ -117,7 +118,7 @@ def check_dataset(dataset_dir: str | os.PathLike, output_dir: str | os.PathLike,
         "warnings": warnings,
     }
     atomic_write_json(output_dir / RESULT_FILE, result, indent=2)
-    for w in warnings:
+    for w in warnings[logged:]:
         log.warning(w)
     print(PASSED_MESSAGE)
     return result
@@ -143,7 +144,7 @@ def _fail(output_dir: Path, base: dict, problems: list[Problem], err: Exception,
         result["attributes"] = {"num_classes": len(checks["val"].class_names),
                                 **{f"{s}_samples": c.num_images for s, c in checks.items()}}
     atomic_write_json(output_dir / RESULT_FILE, result, indent=2)
-    log.error("%s\nAll %d problems are listed in %s", err, len(problems), output_dir / RESULT_FILE)
+    log.error("%s\nThe full list is in %s", err, output_dir / RESULT_FILE)
     return result
 
 

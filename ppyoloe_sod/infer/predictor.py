@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from .. import boxes as box_ops
 from ..data.sources import Source, expand_inputs, load_source
-from ..errors import ConfigError
+from ..errors import ConfigError, hint
 from ..nn.detector import Detector
 from .backends import Backend, make_backend
 from .result import DetResult
@@ -43,7 +43,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if kind in ("gpu", "cuda") and (not index or index.isdigit()):
         n = int(index or 0)
         if not torch.cuda.is_available():
-            raise ConfigError(f"device {device!r} asks for a GPU but CUDA is not available here; use device='cpu'.")
+            use_cpu = hint(python="device='cpu'", cli="-o Global.device=cpu")
+            raise ConfigError(f"device {device!r} asks for a GPU but CUDA is not available here; use {use_cpu}.")
         if n >= torch.cuda.device_count():
             raise ConfigError(f"device {device!r}: there are only {torch.cuda.device_count()} GPU(s) (0-based ids).")
         return torch.device("cuda", n)

@@ -16,7 +16,7 @@ from typing import Mapping
 import numpy as np
 import torch
 
-from ..errors import WeightsError
+from ..errors import WeightsError, hint
 from ..zoo import ArchSpec, ModelSpec, get_spec, list_models
 
 _BN_TO_TORCH = {"_mean": "running_mean", "_variance": "running_var"}
@@ -120,7 +120,8 @@ def paddle_to_torch(pd_state: Mapping[str, np.ndarray], model_name: str | None =
         model_name = get_spec(model_name).name
         if detected is not None and detected != model_name:
             raise WeightsError(f"{source} holds weights of {detected}, not {model_name}: "
-                               f"use --model {detected} (or load_model('{detected}', ...))")
+                               + hint(python=f"use load_model('{detected}', ...)",
+                                      cli=f"use -o Global.model={detected}", convert_weights=f"use --model {detected}"))
 
     expected = _expected_state(model_name)
     renamed = rename_paddle_tensors(pd_state)
