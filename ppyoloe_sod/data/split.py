@@ -8,7 +8,8 @@ Rules (PaddleX's, except where noted):
   image);
 - categories are the union by id (a clash, one id with two names, is an error here); annotation ids are
   renumbered from 1 in each file; ``ignored_regions`` and ``other_objects`` (VisDrone) move with their images;
-- the old jsons are kept as ``*.json.bak`` and the new ones written atomically (see ``layout.replace_files``).
+- the old jsons are kept as ``*.json.bak`` and the new ones put in place all-or-nothing, even if the process is
+  killed (see ``layout.replace_files``).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from typing import Any, Sequence, TypeVar
 
 from ..errors import ConfigError, DatasetError
 from .coco import PER_IMAGE_LISTS, load_coco
-from .layout import SPLIT_FILES, annotation_path, replace_files
+from .layout import SPLIT_FILES, annotation_path, recover_dataset, replace_files
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ def split_dataset(root: str | os.PathLike, train_percent: int, val_percent: int,
     """Pool both splits of the dataset at ``root`` and cut them again; return counts and backup paths."""
     validate_percentages(train_percent, val_percent)
     root = Path(root)
+    recover_dataset(root)  # read a whole dataset, not one an earlier run left half-changed
     pool: list[tuple[dict, list[dict], dict[str, list[dict]]]] = []  # (image, annotations, per-image lists)
     categories: dict[int, dict] = {}
     extras: dict[str, Any] = {}
@@ -113,7 +115,7 @@ def split_dataset(root: str | os.PathLike, train_percent: int, val_percent: int,
         files[annotation_path(root, split)] = json.dumps(out, ensure_ascii=False).encode("utf-8")
         summary[f"{split}_images"] = len(out["images"])
         summary[f"{split}_annotations"] = len(out["annotations"])
-    backups = replace_files(files)
+    backups = replace_files(root, files)
     summary["backups"] = [str(b) for b in backups.values()]
     log.info("Split %d images into %d train / %d val (seed %d).", total, summary["train_images"],
              summary["val_images"], seed)

@@ -37,39 +37,38 @@ def test_exception_while_reading_the_source(voc_root, monkeypatch):
     assert tree_digest(voc_root) == before
 
 
-def _flaky_atomic_open(monkeypatch, fail_name: str, when: str, exc: BaseException):
-    real = layout.atomic_open
+def _flaky_staging(monkeypatch, fail_name: str, when: str, exc: BaseException):
+    """Make the staged write of ``fail_name``'s new content fail before it starts or once it is complete."""
+    real = layout.write_file_durably
 
-    @contextmanager
-    def fake(path, mode="wb", **kw):
-        if when == "open" and Path(path).name == fail_name:
+    def fake(path, data, mode):
+        target = Path(path).name == f".{fail_name}{layout.STAGED_SUFFIX}"
+        if when == "open" and target:
             raise exc
-        with real(path, mode, **kw) as f:
-            yield f
-            if when == "close" and Path(path).name == fail_name:
-                raise exc  # the temporary file is complete but is not renamed into place
+        real(path, data, mode)
+        if when == "close" and target:
+            raise exc  # the staged file is complete but the commit point is not reached
 
-    monkeypatch.setattr(layout, "atomic_open", fake)
+    monkeypatch.setattr(layout, "write_file_durably", fake)
 
 
 @pytest.mark.parametrize("fail_name, when, exc", [
     ("instance_val.json", "open", OSError("disk full")),
-    # instance_train.json is staged first and so renamed last: the val json and the list files are already in
-    # place when it fails, and must be rolled back.
+    # The list files and their backups are staged before instance_train.json: they must be removed again.
     ("instance_train.json", "close", KeyboardInterrupt()),
 ])
 def test_exception_while_writing_the_result(voc_root, monkeypatch, fail_name, when, exc):
-    _flaky_atomic_open(monkeypatch, fail_name, when, exc)
+    _flaky_staging(monkeypatch, fail_name, when, exc)
     before = tree_digest(voc_root)
     with pytest.raises(type(exc)):
         convert_dataset(voc_root, "VOC")
-    assert tree_digest(voc_root) == before  # no new file, no backup, no temporary left behind
+    assert tree_digest(voc_root) == before  # no new file, no backup, no journal or staged file left
 
 
 def test_split_interrupted(voc_root, monkeypatch):
     monkeypatch.undo()
     convert_dataset(voc_root, "VOC")
-    _flaky_atomic_open(monkeypatch, "instance_train.json", "close", RuntimeError("power cut"))
+    _flaky_staging(monkeypatch, "instance_train.json", "close", RuntimeError("power cut"))
     before = tree_digest(voc_root)
     with pytest.raises(RuntimeError, match="power cut"):
         split_dataset(voc_root, 50, 50)

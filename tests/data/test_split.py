@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
 from data_synth import Img, Obj, boxes_by_file, coco_dict, scene, tree_digest, truth_by_file, write_coco_dataset, write_images
+from ppyoloe_sod.data import layout
 from ppyoloe_sod.data.split import split_dataset, validate_percentages
 from ppyoloe_sod.errors import ConfigError, DatasetError
 
@@ -135,3 +138,56 @@ def test_nothing_to_split(tmp_path):
     (tmp_path / "images").mkdir()
     with pytest.raises(DatasetError, match="Nothing to split"):
         split_dataset(tmp_path, 50, 50)
+
+
+def test_split_keeps_the_files_modes(tmp_path):
+    """A 0644 dataset stays 0644 (jsons and their .bak copies) even under a strict umask; a 0640 one stays 0640."""
+    imgs = scene(6)
+    write_coco_dataset(tmp_path, imgs[:3], imgs[3:])
+    ann = tmp_path / "annotations"
+    (ann / "instance_train.json").chmod(0o644)
+    (ann / "instance_val.json").chmod(0o640)
+    old = os.umask(0o077)
+    try:
+        split_dataset(tmp_path, 50, 50)
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in ann.iterdir()}
+    assert modes == {"instance_train.json": 0o644, "instance_train.json.bak": 0o644,
+                     "instance_val.json": 0o640, "instance_val.json.bak": 0o640}
+
+
+def test_split_creates_a_missing_file_with_the_umask(tmp_path):
+    imgs = scene(5)
+    write_coco_dataset(tmp_path, imgs, [])
+    (tmp_path / "annotations" / "instance_val.json").unlink()
+    old = os.umask(0o022)
+    try:
+        split_dataset(tmp_path, 80, 20)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "annotations" / "instance_val.json").stat().st_mode) == 0o644
+
+
+@pytest.mark.parametrize("fail_from", ["the first write", "the staged files"])
+def test_disk_full_during_a_split(tmp_path, monkeypatch, full_disk, fail_from):
+    imgs = scene(6)
+    write_coco_dataset(tmp_path, imgs[:3], imgs[3:])
+    before = tree_digest(tmp_path)
+    if fail_from == "the first write":
+        full_disk()
+        named = r"\.ppyoloe_sod_txn\.json"  # the journal, written before anything else
+    else:
+        monkeypatch.setattr(layout, "write_file_durably", _full_from_now_on(full_disk, layout.write_file_durably))
+        named = r"instance_train\.json\.bak"  # the first staged file: the backup of instance_train.json
+    with pytest.raises(DatasetError, match=rf"Cannot write '[^']*{named}': the disk is full.*left as it was"):
+        split_dataset(tmp_path, 50, 50)
+    monkeypatch.undo()
+    assert tree_digest(tmp_path) == before  # no staged file, journal or temporary left
+
+
+def _full_from_now_on(full_disk, write):
+    def first_fill_the_disk(*args):
+        full_disk()
+        return write(*args)
+    return first_fill_the_disk

@@ -2,7 +2,7 @@
 
 ``convert_dataset(root, src_type)`` reads everything first (every problem of every file is reported at once),
 then writes ``annotations/instance_train.json`` and ``instance_val.json`` (and the list files a split creates)
-together through ``layout.replace_files``: originals kept as ``.bak``, all-or-nothing.
+together through ``layout.replace_files``: originals kept as ``.bak``, all-or-nothing even if the process is killed.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ...errors import ConfigError
-from ..layout import annotation_path, replace_files
+from ..layout import annotation_path, recover_dataset, replace_files
 from . import labelme, visdrone, voc, yolo
 from .common import ConvertedDataset
 
@@ -45,6 +45,7 @@ def convert_dataset(root: str | os.PathLike, src_type: str) -> dict[str, Any]:
     name = resolve_source_type(src_type)
     reader, with_unlabeled = SOURCE_TYPES[name]
     root = Path(root)
+    recover_dataset(root)  # read a whole dataset, not one an earlier run left half-changed
     converted = reader(root, with_unlabeled)
     files = dict(converted.extra_files)
     summary: dict[str, Any] = {"src_dataset_type": name}
@@ -56,7 +57,7 @@ def convert_dataset(root: str | os.PathLike, src_type: str) -> dict[str, Any]:
     summary.update(converted.stats)
     for w in converted.warnings:
         log.warning(w)
-    backups = replace_files(files)
+    backups = replace_files(root, files)
     summary["warnings"] = list(converted.warnings)
     summary["backups"] = [str(b) for b in backups.values()]
     log.info("Converted %s dataset at %s: %s", name, root,
