@@ -23,6 +23,8 @@ from tqdm import tqdm
 
 from ..errors import WeightsError
 from ..fileio import atomic_open, atomic_write_bytes
+from .formats import (check_finite, check_weight_dtypes, describe_format, read_safetensors_header, require_file,
+                      sniff_format)
 
 __all__ = [
     "CACHE_ENV",
@@ -224,26 +226,30 @@ def save_safetensors(state_dict: Mapping[str, torch.Tensor], path: str | os.Path
 
 
 def load_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Read a safetensors file into CPU tensors; return ``(state_dict, metadata)`` (metadata may be empty)."""
+    """Read a safetensors file into CPU tensors; return ``(state_dict, metadata)`` (metadata may be empty).
+
+    The header is checked against the file size before anything is read (see ``formats``); the tensors must be
+    floats (integers only for BatchNorm's step counter) and finite. Every failure is a ``WeightsError``.
+    """
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{path}: weights file not found" + (" (it is a directory)." if path.is_dir() else "."))
+    require_file(path)
     with open(path, "rb") as f:
-        head = f.read(4)
-    if head.startswith(b"\x80"):
-        raise WeightsError(f"{path}: this is a pickle (a Paddle .pdparams file?), not safetensors; convert it "
-                           "first (tools/convert_weights.py) or pass it to load_model, which converts it.")
-    if head == b"PK\x03\x04":
-        raise WeightsError(f"{path}: this is a zip archive (a torch.save checkpoint?), not safetensors.")
+        size = os.fstat(f.fileno()).st_size
+        kind = sniff_format(f, size)
+        if kind in ("pickle", "zip"):
+            raise WeightsError(f"{path}: this is {describe_format(kind)}, not safetensors; convert a .pdparams file "
+                               "first (tools/convert_weights.py) or pass it to load_model, which converts it.")
+        header = read_safetensors_header(f, size, path)
+    check_weight_dtypes({name: kind for name, (_, kind, _) in header.tensors.items()}, str(path))
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
-            metadata = dict(f.metadata() or {})
             state = {key: f.get_tensor(key) for key in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise WeightsError(
             f"{path}: not a valid safetensors file (truncated, corrupt, or another format such as .pdparams) "
             f"({type(e).__name__}: {e}). Re-create it, e.g. by converting the .pdparams file again."
         ) from e
-    return state, metadata
+    check_finite(state, str(path))
+    return state, header.metadata

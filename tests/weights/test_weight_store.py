@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import socket
+import struct
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -211,3 +213,65 @@ def test_load_safetensors_errors(tmp_path: Path) -> None:
     save_pdparams({"w": torch.ones(2).numpy()}, pd)
     with pytest.raises(WeightsError, match="pickle"):
         load_safetensors(pd)
+
+
+def _save_with_header_length(path: Path, length: int) -> torch.Tensor:
+    """Save a small file of ours whose JSON header is exactly ``length`` bytes, by padding a class name."""
+    w = torch.arange(4.0)
+    for pad in range(2 * length):
+        save_safetensors({"w": w}, path, {"classes": json.dumps(["c" * pad])})
+        if struct.unpack("<Q", path.read_bytes()[:8])[0] == length:
+            return w
+    raise AssertionError(f"no padding gives a {length}-byte header")
+
+
+@pytest.mark.parametrize("length", [0x80, 0x380])  # 0x380: the file starts 0x80 0x03, like a protocol-3 pickle
+def test_safetensors_whose_header_length_starts_with_0x80_loads(tmp_path: Path, length: int) -> None:
+    path = tmp_path / "ours.safetensors"
+    w = _save_with_header_length(path, length)
+    assert path.read_bytes()[0] == 0x80
+    state, meta = load_safetensors(path)
+    assert torch.equal(state["w"], w) and json.loads(meta["classes"])[0].startswith("c")
+
+
+def test_integer_and_bool_weights_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "ints.safetensors"
+    save_safetensors({"conv.weight": torch.ones(2, dtype=torch.int32), "mask": torch.ones(2, dtype=torch.bool),
+                      "bn.weight": torch.ones(2), "bn.num_batches_tracked": torch.tensor(3)}, path, {})
+    with pytest.raises(WeightsError) as e:
+        load_safetensors(path)
+    msg = str(e.value)
+    assert str(path) in msg and "'conv.weight' (integer)" in msg and "'mask' (bool)" in msg
+    assert "bn.weight" not in msg and "num_batches_tracked" not in msg  # BatchNorm's step counter is an integer
+
+
+def test_non_finite_weights_are_refused(tmp_path: Path) -> None:
+    bad = torch.ones(10)
+    bad[3], bad[7] = float("nan"), float("inf")
+    path = tmp_path / "nan.safetensors"
+    save_safetensors({"a.weight": torch.ones(2), "b.weight": bad, "c.bias": torch.tensor([float("-inf")])}, path, {})
+    with pytest.raises(WeightsError) as e:
+        load_safetensors(path)
+    msg = str(e.value)
+    assert str(path) in msg and "2 tensor(s)" in msg and "'b.weight' (2 of its 10 values)" in msg
+
+
+def _raw_safetensors(header: object, data: bytes) -> bytes:
+    text = json.dumps(header).encode() if not isinstance(header, bytes) else header
+    return struct.pack("<Q", len(text)) + text + data
+
+
+@pytest.mark.parametrize("header, data, reason", [
+    ({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, bytes(8), "lie outside the 8 data bytes"),
+    ({"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}, bytes(8), "needs 12 bytes"),
+    ({"w": {"dtype": "F128", "shape": [1], "data_offsets": [0, 16]}}, bytes(16), "unsupported dtype"),
+    ({"w": {"dtype": "F32", "shape": [2.0], "data_offsets": [0, 8]}}, bytes(8), "not a list of sizes"),
+    ({"__metadata__": {"classes": ["a"]}}, b"", "__metadata__"),
+    (b'{"w": [' + b" " * 6, b"", "not valid JSON"),
+], ids=["outside", "size", "dtype", "shape", "metadata", "json"])
+def test_safetensors_header_is_checked_against_the_file(tmp_path: Path, header, data, reason) -> None:
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(_raw_safetensors(header, data))
+    with pytest.raises(WeightsError, match="not a valid safetensors file") as e:
+        load_safetensors(path)
+    assert str(path) in str(e.value) and reason in str(e.value)
