@@ -139,6 +139,9 @@ def make_backend(detector: Detector, device: torch.device, use_hpip: bool = Fals
 
 
 def _announce(message: str) -> None:
-    """The backend pick asked for with use_hpip is always shown (stderr), and logged."""
-    log.info(message)
-    print(message, file=sys.stderr)
+    """The backend pick asked for with use_hpip is always shown, once: logged where INFO records are shown
+    (the command line), else printed to stderr."""
+    if log.isEnabledFor(logging.INFO) and log.hasHandlers():
+        log.info(message)
+    else:
+        print(message, file=sys.stderr)

@@ -7,8 +7,11 @@ boxes left empty by the clipping.
 """
 from __future__ import annotations
 
+import logging
 import os
+from collections import Counter
 from itertools import islice
+from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
 import cv2
@@ -17,15 +20,19 @@ import torch
 from tqdm import tqdm
 
 from .. import boxes as box_ops
-from ..data.sources import Source, expand_inputs, load_source
-from ..errors import ConfigError, hint
+from ..data.sources import expand_inputs, load_source
+from ..errors import ConfigError, PPYOLOESODError, hint
+from ..imageio import DEFAULT_MAX_PIXELS, PixelLimit
 from ..nn.detector import Detector
 from .backends import Backend, make_backend
-from .result import DetResult
+from .result import DetResult, distinct_names, printable
 
 Threshold = float | Mapping[int, float] | None
 DEFAULT_THRESHOLD = 0.5  # PaddleX's draw_threshold for these models; also the per-class default in a dict
+log = logging.getLogger(__name__)
+
 PROGRESS_MIN_IMAGES = 10  # show a progress bar from this many inputs on
+PRINT_MODES = ("summary", "full", "none")  # Predict.print: one line per image | PaddleX's JSON print | nothing
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -51,24 +58,49 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     raise ConfigError(f"Unknown device {device!r}; use 'cpu', 'gpu', 'gpu:N' or 'cuda:N'.")
 
 
-def check_threshold(threshold: Any, num_classes: int) -> Threshold:
-    """Validate a threshold: None, a number, or {cls_id: number} with ids in 0..num_classes-1."""
+def _is_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
+
+
+def _score_threshold(value: Any, what: str) -> float:
+    """``value`` as a float in [0, 1] (NaN, inf and negatives refused: a score is a probability)."""
+    if not _is_number(value):
+        raise ConfigError(f"{what} must be a number, got {value!r}.")
+    if not 0.0 <= float(value) <= 1.0:
+        raise ConfigError(f"{what} must be between 0 and 1 (scores are probabilities), got {value!r}.")
+    return float(value)
+
+
+def check_threshold(threshold: Any, num_classes: int | None) -> Threshold:
+    """Validate a threshold: None, a number in [0, 1], or {cls_id: number in [0, 1]} with ids in
+    0..num_classes-1 (ids not checked when ``num_classes`` is None). ConfigError (a ValueError) naming the
+    argument as the user set it (``threshold`` in Python, ``Predict.threshold`` on the command line)."""
+    name = hint(python="threshold", cli="Predict.threshold")
     if threshold is None:
         return None
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, Mapping)):
-        raise ConfigError(f"threshold must be a float, a {{cls_id: float}} dict or None, got {threshold!r}.")
-    if isinstance(threshold, Mapping):
-        out: dict[int, float] = {}
-        for k, v in threshold.items():
-            if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= int(k) < num_classes:
-                raise ConfigError(
-                    f"threshold dict has class id {k!r}, but the model's classes are 0..{num_classes - 1}."
-                )
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise ConfigError(f"threshold for class {k} must be a number, got {v!r}.")
-            out[int(k)] = float(v)
-        return out
-    return float(threshold)
+    if not (_is_number(threshold) or isinstance(threshold, Mapping)):
+        raise ConfigError(f"{name} must be a float, a {{cls_id: float}} dict or None, got {threshold!r}.")
+    if not isinstance(threshold, Mapping):
+        return _score_threshold(threshold, name)
+    out: dict[int, float] = {}
+    for k, v in threshold.items():
+        valid_id = not isinstance(k, bool) and isinstance(k, (int, np.integer))
+        if not valid_id or (num_classes is not None and not 0 <= int(k) < num_classes):
+            classes = f"the model's classes are 0..{num_classes - 1}" if num_classes else "use integer class ids"
+            raise ConfigError(f"{name} dict has class id {k!r}, but {classes}.")
+        out[int(k)] = _score_threshold(v, f"{name} for class {k}")
+    return out
+
+
+def check_max_pixels(max_pixels: Any) -> int | None:
+    """Validate the pixel limit: a positive integer, or None for no limit."""
+    if max_pixels is None:
+        return None
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, (int, np.integer)) or max_pixels < 1:
+        name = hint(python="max_pixels", cli="Predict.max_pixels")
+        raise ConfigError(f"{name} must be a positive integer (pixels, width * height) or None for no limit, "
+                          f"got {max_pixels!r}.")
+    return int(max_pixels)
 
 
 def preprocess(image_bgr: np.ndarray, input_size: tuple[int, int]) -> tuple[np.ndarray, tuple[float, float]]:
@@ -106,7 +138,7 @@ def filter_and_clip(dets: np.ndarray, threshold: float | Mapping[int, float], wi
     return out
 
 
-def _batched(items: Iterable[Source], n: int) -> Iterator[list[Source]]:
+def _batched(items: Iterable[Any], n: int) -> Iterator[list[Any]]:
     it = iter(items)
     while batch := list(islice(it, n)):
         yield batch
@@ -116,13 +148,15 @@ class DetPredictor:
     """A loaded model plus its backend; ``predict`` / ``__call__`` yield DetResult objects."""
 
     def __init__(self, detector: Detector, backend: Backend, model_name: str, labels: tuple[str, ...],
-                 input_size: tuple[int, int], threshold: Threshold = None):
+                 input_size: tuple[int, int], threshold: Threshold = None,
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS):
         self.detector = detector
         self.backend = backend
         self.model_name = model_name
         self.labels = tuple(labels)
         self.input_size = tuple(input_size)
         self.threshold = check_threshold(threshold, len(self.labels))
+        self.max_pixels = check_max_pixels(max_pixels)
 
     def detect_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """One forward for a batch of BGR images -> per image NMS rows in original-image pixels (float32)."""
@@ -142,23 +176,29 @@ class DetPredictor:
         """Yield one DetResult per image (per page for PDFs), running ``batch_size`` images per forward.
 
         Threshold priority: this argument > create_model's > 0.5. A float keeps score > threshold; a dict
-        {cls_id: threshold} applies per class, 0.5 for classes not listed.
+        {cls_id: threshold} applies per class, 0.5 for classes not listed. Images above ``self.max_pixels``
+        (set by create_model) are refused from their header, before decoding. The results of one call have
+        distinct ``save_name`` values, so saving them all into one folder overwrites none (see
+        ``result.distinct_names``).
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}.")
         thr = check_threshold(threshold, len(self.labels))
         if thr is None:
             thr = self.threshold if self.threshold is not None else self._default_threshold()
+        limit = PixelLimit(self.max_pixels, hint(python="create_model(..., max_pixels=N)",
+                                                 cli="-o Predict.max_pixels=N"))
         sources = expand_inputs(input)
+        names = distinct_names([(s.input_path, s.page_index) for s in sources])
         bar = tqdm(total=len(sources), desc=f"predict {self.model_name}", unit="img",
                    disable=len(sources) < PROGRESS_MIN_IMAGES)
         try:
-            for chunk in _batched(sources, batch_size):
-                images = [load_source(s) for s in chunk]
-                for src, img, dets in zip(chunk, images, self.detect_batch(images)):
+            for chunk in _batched(zip(sources, names), batch_size):
+                images = [load_source(src, limit) for src, _ in chunk]
+                for (src, name), img, dets in zip(chunk, images, self.detect_batch(images)):
                     boxes = filter_and_clip(dets, thr, img.shape[1], img.shape[0], self.labels)
                     bar.update(1)
-                    yield DetResult(src.input_path, src.page_index, img, boxes)
+                    yield DetResult(src.input_path, src.page_index, img, boxes, save_name=name)
         finally:
             bar.close()
 
@@ -170,17 +210,22 @@ class DetPredictor:
 
 
 def create_model(model_name: str, model_dir: str | os.PathLike | None = None, device: str | None = None,
-                 threshold: Threshold = None, use_hpip: bool = False) -> DetPredictor:
+                 threshold: Threshold = None, use_hpip: bool = False,
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS) -> DetPredictor:
     """A predictor for a published model, as PaddleX's ``create_model``.
 
     ``model_dir``: None for the official weights (downloaded once and cached), else a ``.safetensors`` /
     ``.pdparams`` file or a folder holding one (as written by our training or export). ``device``: 'cpu',
     'gpu', 'gpu:N' or 'cuda:N'; default the first GPU when there is one, else the CPU. ``threshold``: a float,
     a {cls_id: float} dict (unlisted classes 0.5) or None (0.5). ``use_hpip``: run on the fastest available
-    backend (ONNX Runtime for now) and say which.
+    backend (ONNX Runtime for now) and say which. ``max_pixels`` (ours): image files and URLs larger than this
+    (width * height, read from the header before decoding) are refused with an ImageReadError; default
+    178,956,970 (PaddleX serving's limit), None for no limit; PDF pages are rendered smaller to fit it.
     """
     from ..models import load_model  # models imports the network; keep `import ppyoloe_sod.infer` light
 
+    check_threshold(threshold, None)
+    max_pixels = check_max_pixels(max_pixels)
     dev = resolve_device(device)
     # BatchNorms and RepVGG branches folded into the convs, as in the inference models PaddleX runs: faster,
     # and float32 results closer to PaddleX's (measured in tests/oracle/test_paddlex_oracle.py).
@@ -188,26 +233,46 @@ def create_model(model_name: str, model_dir: str | os.PathLike | None = None, de
     spec = detector.spec
     check_threshold(threshold, len(spec.classes))
     backend = make_backend(detector, dev, use_hpip=use_hpip, model_name=spec.name, input_size=spec.input_size)
-    return DetPredictor(detector, backend, spec.name, spec.classes, spec.input_size, threshold)
+    return DetPredictor(detector, backend, spec.name, spec.classes, spec.input_size, threshold, max_pixels)
 
 
 def run_predict(cfg: Any) -> int:
-    """``Global.mode=predict``: predict ``Predict.input``, print each result and save its JSON and drawing under
-    ``Global.output``. Returns the number of results."""
-    from pathlib import Path
-
+    """``Global.mode=predict``: predict ``Predict.input``, save each result's JSON and drawing under
+    ``Global.output`` and report as ``Predict.print`` says: ``summary`` (one line per image: boxes found and
+    files written), ``full`` (each result's JSON, as PaddleX prints it) or ``none``; then where the results
+    are. Returns the number of results."""
     p = cfg.Predict
     if p.input is None or p.input == "" or p.input == []:
         raise ConfigError("Predict.input is not set; pass -o Predict.input=IMAGE (a file, folder, URL or PDF).")
+    if p.print not in PRINT_MODES:
+        raise ConfigError(f"Predict.print is {p.print!r}; use summary (one line per image), full (each result's "
+                          f"JSON, as PaddleX prints it) or none.")
     use_hpip = bool(p.use_hpip) or str(p.kernel_option.run_mode).lower() in ("onnxruntime", "ort")
     model = create_model(cfg.Global.model, model_dir=p.model_dir, device=cfg.Global.device,
-                         threshold=p.threshold, use_hpip=use_hpip)
+                         threshold=p.threshold, use_hpip=use_hpip, max_pixels=p.max_pixels)
     out = Path(cfg.Global.output)
     count = 0
-    for res in model.predict(p.input, batch_size=p.batch_size):
-        res.print()
-        res.save_to_img(out)
-        res.save_to_json(out)
-        count += 1
-    print(f"{count} result(s) saved under {out}")
+    try:
+        for res in model.predict(p.input, batch_size=p.batch_size):
+            drawing, document = res.save_to_img(out), res.save_to_json(out)
+            count += 1
+            if p.print == "full":
+                res.print()
+            elif p.print == "summary":
+                tqdm.write(printable(summary_line(res, drawing, document)))
+    except PPYOLOESODError:
+        if count:
+            log.info("%d result(s) were saved under %s before the error below.", count, out.resolve())
+        raise
+    print(f"{count} result(s) saved under {printable(str(out.resolve()))} (a drawing and a JSON file each)")
     return count
+
+
+def summary_line(res: DetResult, drawing: Path, document: Path) -> str:
+    """One line per result: the input, how many boxes of which class were kept, and the files written."""
+    where = res.input_path if res.input_path is not None else f"numpy array ({res.save_name})"
+    if res.page_index is not None:
+        where += f" page {res.page_index}"
+    counts = Counter(b["label"] for b in res.boxes)
+    detail = f" ({', '.join(f'{label} {n}' for label, n in counts.most_common())})" if counts else ""
+    return f"{where}: {len(res.boxes)} box{'es' if len(res.boxes) != 1 else ''}{detail} -> {drawing}, {document.name}"

@@ -3,23 +3,30 @@
 It is a dict with the keys ``input_path``, ``page_index``, ``input_img`` (the BGR array, left out of printing and
 JSON) and ``boxes`` (a list of ``{cls_id, label, score, coordinate: [xmin, ymin, xmax, ymax]}``), plus
 attribute access, ``print``, ``save_to_json``, ``save_to_img`` and the ``json`` / ``img`` properties.
+
+Saved files are named as PaddleX names them: ``<input stem>_res.json`` and ``<input stem>_res<input suffix or
+.png>``, with ``_<page>`` after the stem for PDF pages. Two differences: results of one ``predict`` call never
+share a name (inputs ``a/x.png`` and ``b/x.png`` give ``x_res.png`` and ``x-2_res.png``: see
+:func:`distinct_names`), and an input without a file name (a numpy array) is named ``array_0000``,
+``array_0001``, ... in the order of this process, not by a timestamp and a random number.
 """
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import mimetypes
 import os
-import random
-import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image
 
 from ..draw import draw_detections
-from ..fileio import atomic_write_bytes, atomic_write_json
+from ..fileio import atomic_write_bytes
+
+_array_numbers = itertools.count()
 
 
 def to_plain(obj: Any) -> Any:
@@ -42,13 +49,68 @@ def _is_mime(path: str | os.PathLike, prefix: str) -> bool:
     return mime is not None and mime.startswith(prefix)
 
 
+def printable(text: str) -> str:
+    """``text`` with undecodable file-name bytes (lone surrogates, from a non-UTF-8 name) shown as ``\\udcXX``.
+
+    Inside JSON that is a valid escape which reads back as the same string, so the original bytes are kept.
+    """
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def paddlex_name(input_path: str | None, page_index: int | None) -> str | None:
+    """PaddleX's base name of a result: the input's file name (a URL's without its query), with ``_<page>``
+    before the suffix for a PDF page; None for an input without a path (a numpy array)."""
+    if input_path is None:
+        return None
+    name = Path(input_path.split("?")[0]).name or "result"
+    if page_index is not None:
+        p = Path(name)
+        name = f"{p.stem}_{page_index}{p.suffix}"
+    return name
+
+
+def array_name() -> str:
+    """A readable name for a result without an input file: ``array_0000``, ``array_0001``, ... in this process."""
+    return f"array_{next(_array_numbers):04d}"
+
+
+def _stem_key(name: str) -> str:
+    """What two saved names must differ in: the stem (``x.png`` and ``x.jpg`` both write ``x_res.json``),
+    compared without case (as on macOS and Windows file systems)."""
+    return Path(name).stem.casefold()
+
+
+def distinct_names(inputs: Sequence[tuple[str | None, int | None]]) -> list[str]:
+    """One base name per (input_path, page_index), distinct within the list, deterministic.
+
+    PaddleX's name where it is unique; a name already used earlier in the list gets ``-2``, ``-3``, ... after its
+    stem (the first number not taken by any other name in the list), so no result overwrites another.
+    """
+    names = [paddlex_name(path, page) or array_name() for path, page in inputs]
+    taken = {_stem_key(n) for n in names}
+    used: set[str] = set()
+    out = []
+    for name in names:
+        if _stem_key(name) in used:
+            stem, suffix = Path(name).stem, Path(name).suffix
+            number = 2
+            while _stem_key(f"{stem}-{number}") in taken | used:
+                number += 1
+            name = f"{stem}-{number}{suffix}"
+        used.add(_stem_key(name))
+        out.append(name)
+    return out
+
+
 class DetResult(dict):
     """Detections for one image (or one PDF page)."""
 
     def __init__(self, input_path: str | None, page_index: int | None, input_img: np.ndarray | None,
-                 boxes: list[dict[str, Any]]):
+                 boxes: list[dict[str, Any]], *, save_name: str | None = None):
+        """``save_name``: the base name saved files derive from (``predict`` passes one distinct per result);
+        None: PaddleX's, from ``input_path`` and ``page_index``."""
         super().__init__(input_path=input_path, page_index=page_index, input_img=input_img, boxes=boxes)
-        self._fallback_name: str | None = None
+        self.save_name = save_name
 
     # --- attribute access ------------------------------------------------------------------------------
     @property
@@ -94,30 +156,28 @@ class DetResult(dict):
         """
         as_json = json_format if format_json is None else format_json
         if as_json:
-            print(json.dumps(self.json, indent=indent, ensure_ascii=ensure_ascii))
+            print(printable(json.dumps(self.json, indent=indent, ensure_ascii=ensure_ascii)))
         else:
             print(str(self))
 
     # --- saving ---------------------------------------------------------------------------------------
     def _input_name(self) -> str:
-        """File name the saved files derive from: the input's, with ``_<page>`` for PDF pages."""
-        if self.input_path is None:
-            if self._fallback_name is None:
-                self._fallback_name = f"{int(time.time())}_{random.randint(1000, 9999)}"
-            name = self._fallback_name
-        else:
-            name = Path(self.input_path.split("?")[0]).name or "result"
-        if self.page_index is not None:
-            p = Path(name)
-            name = f"{p.stem}_{self.page_index}{p.suffix}"
-        return name
+        """File name the saved files derive from (set once, so the JSON and the drawing always match)."""
+        if self.save_name is None:
+            self.save_name = paddlex_name(self.input_path, self.page_index) or array_name()
+        return self.save_name
 
     def save_to_json(self, save_path: str | os.PathLike, indent: int = 4, ensure_ascii: bool = False) -> Path:
-        """Write the JSON document; a directory gets ``<stem>_res.json``. Returns the file written."""
+        """Write the JSON document; a directory gets ``<stem>_res.json``. Returns the file written.
+
+        UTF-8; bytes of a non-UTF-8 file name are written as ``\\udcXX`` escapes, which ``json.load`` turns back
+        into the same ``input_path`` string (``os.fsencode`` gives the original bytes).
+        """
         path = Path(save_path)
         if not _is_mime(path, "application/json"):
             path = path / f"{Path(self._input_name()).stem}_res.json"
-        atomic_write_json(path, self._document(), indent=indent, ensure_ascii=ensure_ascii)
+        text = json.dumps(self._document(), indent=indent, ensure_ascii=ensure_ascii) + "\n"
+        atomic_write_bytes(path, text.encode("utf-8", "backslashreplace"))
         return path
 
     def save_to_img(self, save_path: str | os.PathLike) -> Path:

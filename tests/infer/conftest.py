@@ -34,3 +34,25 @@ def small_predictor(random_detector):
 
     spec = random_detector.spec
     return DetPredictor(random_detector, TorchBackend(random_detector, "cpu"), spec.name, spec.classes, (320, 320))
+
+
+class _NoDetections:
+    """Stands in for the network where only the input side of predict matters: every image gets no box."""
+
+    def __call__(self, images):
+        import numpy as np
+
+        return [np.zeros((0, 6), np.float32) for _ in images]
+
+
+@pytest.fixture()
+def blind_predictor():
+    """A DetPredictor with no network (it finds nothing): fast tests of inputs, names, limits and saving."""
+    from types import SimpleNamespace
+
+    from ppyoloe_sod.infer.predictor import DetPredictor
+
+    predictor = DetPredictor(SimpleNamespace(spec=SimpleNamespace(draw_threshold=0.5)), None, "blind",
+                             ("pedestrian", "car"), (32, 32))
+    predictor.detect_batch = _NoDetections()
+    return predictor

@@ -69,3 +69,31 @@ def test_cache_key_changes_with_weights(random_detector):
         other.yolo_head.pred_cls[0].bias.add_(1.0)
     assert weights_digest(other) != weights_digest(random_detector)
     assert weights_digest(copy.deepcopy(random_detector)) == weights_digest(random_detector)
+
+
+def test_use_hpip_pick_is_shown_once(monkeypatch, capsys):
+    """Without onnxruntime the fallback is announced: printed when nothing shows INFO logs, logged (only) when
+    something does, as the command line sets up."""
+    import io
+    import logging
+
+    from ppyoloe_sod.infer import backends
+
+    monkeypatch.setattr(backends, "onnxruntime_available", lambda: False)
+    detector = torch.nn.Identity()
+    make_backend(detector, torch.device("cpu"), use_hpip=True)
+    assert capsys.readouterr().err.count("use_hpip: onnxruntime is not installed") == 1
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    root = logging.getLogger()
+    old_level = root.level
+    root.setLevel(logging.INFO)  # setLevel, not an attribute: it clears the loggers' cached levels
+    root.addHandler(handler)
+    try:
+        make_backend(detector, torch.device("cpu"), use_hpip=True)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+    shown = capsys.readouterr().err + stream.getvalue()
+    assert shown.count("use_hpip: onnxruntime is not installed") == 1

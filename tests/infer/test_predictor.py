@@ -1,6 +1,9 @@
 """The predictor: PaddleX preprocessing, box mapping, thresholds, batching, devices and bad input."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -316,3 +319,110 @@ def test_create_model_end_to_end(sod_s_weights, random_detector, tmp_path):
     _assert_same_boxes(common, [e for e in expected if abs(e["score"] - 0.4) > 1e-3], score_tol=3e-4,
                        coord_tol=5e-2)
     assert {b["label"] for b in res.boxes} <= set(LABELS)
+
+
+# --- argument checks, the pixel limit and the command line's report ---------------------------------------------
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), -0.1, 1.5, {3: float("nan")},
+                                 {3: -1}, {3: 2.0}, {3: float("inf")}])
+def test_threshold_outside_0_1_is_refused(bad):
+    with pytest.raises(ConfigError, match=r"threshold.* must be between 0 and 1"):
+        check_threshold(bad, 10)
+    assert check_threshold(0.0, 10) == 0.0 and check_threshold({3: 1.0}, 10) == {3: 1.0}  # the ends are fine
+
+
+def test_threshold_errors_name_the_argument_as_set(blind_predictor):
+    from ppyoloe_sod.errors import interface
+
+    with pytest.raises(ConfigError, match=r"^threshold must be between"):
+        list(blind_predictor.predict(np.zeros((8, 8, 3), np.uint8), threshold=-1))
+    with interface("cli"), pytest.raises(ConfigError, match=r"^Predict\.threshold for class 1 must be between"):
+        check_threshold({1: float("inf")}, 10)
+
+
+def test_max_pixels_argument(blind_predictor, tmp_path):
+    from ppyoloe_sod.errors import interface
+    from ppyoloe_sod.infer.predictor import check_max_pixels
+
+    assert check_max_pixels(None) is None and check_max_pixels(5) == 5
+    for bad in (0, -3, 2.5, True, "100"):
+        with pytest.raises(ConfigError, match="max_pixels must be a positive integer"):
+            check_max_pixels(bad)
+    cv2.imwrite(str(tmp_path / "big.png"), np.zeros((30, 40, 3), np.uint8))
+    blind_predictor.max_pixels = 1000
+    with pytest.raises(ImageReadError, match=r"big\.png.*40x30.*limit of 1,000.*create_model\(\.\.\., max_pixels=N\)"):
+        list(blind_predictor.predict(str(tmp_path / "big.png")))
+    with interface("cli"), pytest.raises(ImageReadError, match=r"-o Predict\.max_pixels=N \(None: no limit\)"):
+        list(blind_predictor.predict(str(tmp_path / "big.png")))
+    blind_predictor.max_pixels = None
+    assert len(list(blind_predictor.predict(str(tmp_path / "big.png")))) == 1
+
+
+@pytest.fixture()
+def cli_predict(blind_predictor, monkeypatch):
+    """run_predict with create_model replaced by the blind predictor (the arguments it got are recorded)."""
+    from ppyoloe_sod.config import load_config
+    from ppyoloe_sod.errors import interface
+    from ppyoloe_sod.infer import predictor as module
+
+    calls = []
+
+    def fake_create_model(name, **kwargs):
+        calls.append(kwargs)
+        blind_predictor.max_pixels = kwargs["max_pixels"]
+        return blind_predictor
+
+    monkeypatch.setattr(module, "create_model", fake_create_model)
+
+    def run(*overrides):
+        with interface("cli"):
+            return module.run_predict(load_config(None, ["Global.mode=predict", *overrides])), calls[-1]
+
+    return run
+
+
+def test_cli_predict_prints_one_line_per_image_and_where_results_are(cli_predict, tmp_path, capsys):
+    for folder in ("a", "b"):
+        (tmp_path / "in" / folder).mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / "in" / folder / "x.png"), np.zeros((30, 40, 3), np.uint8))
+    out = tmp_path / "out"
+    count, kwargs = cli_predict(f"Predict.input={tmp_path / 'in'}", f"Global.output={out}")
+    assert count == 2 and kwargs["max_pixels"] == 178_956_970
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        f"{tmp_path / 'in' / 'a' / 'x.png'}: 0 boxes -> {out / 'x_res.png'}, x_res.json",
+        f"{tmp_path / 'in' / 'b' / 'x.png'}: 0 boxes -> {out / 'x-2_res.png'}, x-2_res.json",
+        f"2 result(s) saved under {out.resolve()} (a drawing and a JSON file each)",
+    ]
+    assert sorted(p.name for p in out.iterdir()) == ["x-2_res.json", "x-2_res.png", "x_res.json", "x_res.png"]
+
+
+def test_cli_predict_print_modes_and_limit(cli_predict, tmp_path, capsys):
+    cv2.imwrite(str(tmp_path / "x.png"), np.zeros((30, 40, 3), np.uint8))
+    common = (f"Predict.input={tmp_path / 'x.png'}", f"Global.output={tmp_path / 'out'}")
+    cli_predict(*common, "Predict.print=full")
+    printed = capsys.readouterr().out
+    assert json.loads(printed[: printed.rindex("}") + 1])["res"]["input_path"] == str(tmp_path / "x.png")
+    cli_predict(*common, "Predict.print=none")
+    assert capsys.readouterr().out.splitlines() == [f"1 result(s) saved under {(tmp_path / 'out').resolve()} "
+                                                    f"(a drawing and a JSON file each)"]
+    with pytest.raises(ConfigError, match="Predict.print is 'all'; use summary"):
+        cli_predict(*common, "Predict.print=all")
+    with pytest.raises(ImageReadError, match=r"x\.png.*over the limit of 100 pixels.*-o Predict\.max_pixels=N"):
+        cli_predict(*common, "Predict.max_pixels=100")
+    _, kwargs = cli_predict(*common, "Predict.max_pixels=None")
+    assert kwargs["max_pixels"] is None
+
+
+def test_summary_line_counts_boxes_by_class(tmp_path):
+    from ppyoloe_sod.infer.predictor import summary_line
+    from ppyoloe_sod.infer.result import DetResult
+
+    boxes = [{"cls_id": 3, "label": "car", "score": 0.9, "coordinate": [0, 0, 1, 1]}] * 3 + [
+        {"cls_id": 0, "label": "pedestrian", "score": 0.8, "coordinate": [0, 0, 1, 1]}]
+    page = DetResult("doc.pdf", 1, None, boxes, save_name="doc_1.pdf")
+    assert summary_line(page, tmp_path / "doc_1_res.png", tmp_path / "doc_1_res.json") == (
+        f"doc.pdf page 1: 4 boxes (car 3, pedestrian 1) -> {tmp_path / 'doc_1_res.png'}, doc_1_res.json")
+    array = DetResult(None, None, None, boxes[:1], save_name="array_0007")
+    assert summary_line(array, Path("o/array_0007_res.png"), Path("o/array_0007_res.json")).startswith(
+        "numpy array (array_0007): 1 box (car 1) -> ")

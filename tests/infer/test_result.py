@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -100,3 +102,59 @@ def test_img_property():
     assert list(img) == ["res"] and isinstance(img["res"], Image.Image)
     with pytest.raises(ValueError, match="no input image"):
         DetResult("x.jpg", None, None, []).img
+
+
+# --- distinct, readable names ----------------------------------------------------------------------------------
+
+def test_distinct_names_keep_paddlex_names_and_number_repeats():
+    from ppyoloe_sod.infer.result import distinct_names
+
+    inputs = [("a/x.png", None), ("b/x.png", None), ("c/x-2.jpg", None), ("doc.pdf", 0), ("d/doc_0.png", None),
+              ("e/X.JPG", None), ("a/x.png", None), ("solo.bmp", None)]
+    names = distinct_names(inputs)
+    # x-2 is another input's own name, so the second x.png skips to x-3; case does not make names distinct
+    assert names == ["x.png", "x-3.png", "x-2.jpg", "doc_0.pdf", "doc_0-2.png", "X-4.JPG", "x-5.png", "solo.bmp"]
+    assert names == distinct_names(inputs)  # deterministic
+    arrays = distinct_names([(None, None), (None, None)])
+    assert all(re.fullmatch(r"array_\d{4}", n) for n in arrays) and arrays[0] != arrays[1]
+
+
+def test_results_of_inputs_sharing_a_name_are_all_saved(blind_predictor, tmp_path):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        Image.new("RGB", (40, 30)).save(tmp_path / folder / "x.png")
+    Image.new("RGB", (40, 30)).save(tmp_path / "a" / "x.jpg")  # x_res.json again
+    inputs = [str(tmp_path / "a"), str(tmp_path / "b" / "x.png"), np.zeros((20, 20, 3), np.uint8)]
+    out = tmp_path / "out"
+    for res in blind_predictor.predict(inputs):
+        res.save_to_img(out)
+        res.save_to_json(out)
+    saved = {p.name: json.loads(p.read_text())["input_path"] for p in out.glob("*.json")}
+    array_json = [name for name in saved if name.startswith("array_")]
+    assert len(array_json) == 1 and re.fullmatch(r"array_\d{4}_res\.json", array_json[0])
+    assert {name: path for name, path in saved.items() if path} == {
+        "x_res.json": str(tmp_path / "a" / "x.jpg"),
+        "x-2_res.json": str(tmp_path / "a" / "x.png"),
+        "x-3_res.json": str(tmp_path / "b" / "x.png"),
+    }
+    assert sorted(p.name for p in out.iterdir() if p.suffix != ".json") == sorted(
+        ["x_res.jpg", "x-2_res.png", "x-3_res.png", array_json[0].replace(".json", ".png")])
+
+
+def test_non_utf8_file_name_saves_both_files_and_prints(blind_predictor, tmp_path, capsys):
+    raw = os.fsencode(tmp_path) + b"/caf\xe9.png"  # Latin-1 bytes: not UTF-8
+    try:
+        with open(raw, "wb") as f:
+            f.write(b"")
+    except OSError:
+        pytest.skip("this file system refuses non-UTF-8 names")
+    Image.new("RGB", (40, 30)).save(os.fsdecode(raw))
+    [res] = list(blind_predictor.predict(str(tmp_path)))
+    assert os.fsencode(res.input_path) == raw
+    res.print()
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["res"]["input_path"] == res.input_path
+    drawing, document = res.save_to_img(tmp_path / "out"), res.save_to_json(tmp_path / "out")
+    assert drawing.is_file() and os.fsencode(drawing.name) == b"caf\xe9_res.png"
+    saved = json.loads(document.read_bytes().decode("utf-8"))  # valid UTF-8 JSON
+    assert os.fsencode(saved["input_path"]) == raw  # the same bytes come back
