@@ -18,14 +18,16 @@ from ..nn.detector import Detector
 DetectFn = Callable[[list[np.ndarray]], list[np.ndarray]]
 
 
-def make_detect_fn(detector: Detector, device: str | torch.device = "cpu") -> DetectFn:
+def make_detect_fn(detector: Detector, device: str | torch.device = "cpu",
+                   input_size: tuple[int, int] | None = None) -> DetectFn:
     """``detect_fn(list of BGR uint8 images) -> list of [N, 6] (class, score, x1, y1, x2, y2)`` in image pixels.
 
-    ``detector.spec`` gives the input size, classes and NMS settings; the detector is put in eval mode.
+    ``detector.spec`` gives the classes, NMS settings and (unless ``input_size`` is given) the input size; the
+    detector is put in eval mode.
     """
     spec = detector.spec
     if spec is None:
         raise ValueError("detector.spec is not set; build the detector with build_model")
     predictor = DetPredictor(detector, TorchBackend(detector, torch.device(device)), spec.name, spec.classes,
-                             spec.input_size)
+                             input_size or spec.input_size)
     return predictor.detect_batch

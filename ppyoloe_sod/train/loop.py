@@ -37,7 +37,7 @@ from ..errors import ConfigError, NonFiniteLossError
 from ..fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ..models import build_model
 from ..nn.detector import Detector
-from ..zoo import DEFAULT_MODEL, ModelSpec, get_spec
+from ..zoo import DEFAULT_MODEL, ModelSpec, check_input_sizes, get_spec
 from .checkpoint import (CHECKPOINT_NAME, WEIGHTS_NAME, load_checkpoint, rng_state, save_checkpoint,
                          save_model_dir, set_rng_state)
 from .losses import DetectionLoss
@@ -64,6 +64,9 @@ class TrainOptions:
     ``device``: 'cpu', 'gpu', 'gpu:0', 'gpu:0,1' (one process per GPU) or 'cuda:N'.
     ``amp``: 'auto' (bf16 where the GPU supports it, else fp16; off on the CPU), 'bf16', 'fp16' or 'off'.
     ``max_iters``: stop after this many iterations in all (smoke runs); the partial epoch counts as done.
+    ``train_sizes``: the square multi-scale sizes, one drawn per batch; None: the model's reference list.
+    ``eval_size``: the input size of the evaluations during training; None: the model's input size (the size
+    ``predict`` and ``evaluate`` use, whatever this is).
     """
 
     dataset_dir: str
@@ -87,6 +90,7 @@ class TrainOptions:
     ema_decay: float = 0.9998
     eval_batch_size: int = 1
     train_sizes: tuple[int, ...] | None = None  # None: the model's multi-scale list
+    eval_size: int | None = None  # None: the model's input size
     max_iters: int | None = None
     progress: bool = True
 
@@ -109,6 +113,10 @@ class TrainOptions:
             raise ConfigError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
         if not isinstance(self.num_workers, int) or self.num_workers < 0:
             raise ConfigError(f"num_workers must be an integer >= 0, got {self.num_workers!r}")
+        if self.train_sizes is not None:
+            check_input_sizes("Train.train_sizes", self.train_sizes)
+        if self.eval_size is not None:
+            check_input_sizes("Train.eval_size", [self.eval_size])
 
     def as_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -488,10 +496,11 @@ class _Run:
                 self.eval_net = build_model(self.spec).to(self.device).eval()
         amp = self.trainer.amp_dtype
         log.info("%s on %s x%d: %d train images, %d iterations/epoch, batch %d/process, lr %.4g, warmup %d "
-                 "iterations, cosine over %d epochs, AMP %s, sizes %s", self.spec.name, self.device, self.world,
-                 len(self.train_data), self.iters_per_epoch, opts.batch_size, base_lr,
+                 "iterations, cosine over %d epochs, AMP %s, sizes %s, evaluation at %d", self.spec.name,
+                 self.device, self.world, len(self.train_data), self.iters_per_epoch, opts.batch_size, base_lr,
                  max(self.trainer.schedule.warmup_iters, 1), max(opts.cosine_epochs, opts.epochs),
-                 str(amp).replace("torch.", "") if amp else "off", self.sizes)
+                 str(amp).replace("torch.", "") if amp else "off", self.sizes,
+                 opts.eval_size or self.spec.input_size[0])
 
     def _resume(self) -> int:
         if not self.opts.resume_path:
@@ -634,7 +643,9 @@ class _Run:
 
         assert self.eval_net is not None and self.val_json is not None
         self.eval_net.load_state_dict(weights)
-        report = evaluate(make_detect_fn(self.eval_net, self.device), self.val_json, self.image_dir,
+        size = self.opts.eval_size
+        detect_fn = make_detect_fn(self.eval_net, self.device, (size, size) if size else None)
+        report = evaluate(detect_fn, self.val_json, self.image_dir,
                           batch_size=self.opts.eval_batch_size, class_names=list(self.spec.classes),
                           plot=False, progress=self.opts.progress, verbose=False)
         m = report["metrics"]
@@ -740,6 +751,7 @@ def options_from_config(cfg: Any) -> TrainOptions:
     model = str(_value(g, "model", DEFAULT_MODEL))
     device = _value(g, "device") or ("gpu:0" if torch.cuda.is_available() else "cpu")
     pretrain = _value(t, "pretrain_weight_path", model)  # unset: the published weights of Global.model
+    train_sizes = _value(t, "train_sizes")
     if str(pretrain).lower() in NO_PRETRAIN:
         pretrain = None
     opts = TrainOptions(
@@ -763,6 +775,8 @@ def options_from_config(cfg: Any) -> TrainOptions:
         eval_batch_size=_value(t, "eval_batch_size", defaults.eval_batch_size),
         max_iters=_value(t, "max_iters"),
         cosine_epochs=_value(t, "cosine_epochs", defaults.cosine_epochs),
+        train_sizes=tuple(train_sizes) if train_sizes is not None else None,
+        eval_size=_value(t, "eval_size"),
     )
     opts.check()
     return opts

@@ -18,7 +18,7 @@ from typing import Mapping, Sequence
 
 import torch
 
-from ..errors import WeightsError
+from ..errors import WeightsError, hint
 from ..models import WEIGHT_SUFFIXES, resolve_weights_path
 from ..weights.convert import rename_paddle_tensors
 from ..weights.pdparams import load_pdparams
@@ -32,7 +32,14 @@ def _resolve_source(source: str | os.PathLike) -> Path:
     text = str(source)
     if _is_model_alias(text):
         spec = get_spec(text)
-        return fetch_weights(spec.weights_url, spec.sha256, official=True)
+        try:
+            return fetch_weights(spec.weights_url, spec.sha256, official=True)
+        except WeightsError as e:  # typically offline: other starting points need no download
+            raise WeightsError(f"{e} Or start from a local file with " + hint(
+                python="TrainOptions(pretrain_weight_path='FILE.pdparams') (a .pdparams or .safetensors file), or "
+                       "from random initialisation with pretrain_weight_path=None.",
+                cli="-o Train.pretrain_weight_path=FILE.pdparams (a .pdparams or .safetensors file), or from "
+                    "random initialisation with -o Train.pretrain_weight_path=random.")) from e
     try:
         return resolve_weights_path(text)
     except WeightsError as e:
