@@ -2,7 +2,7 @@
 
 ppdet 2.6.0 ships the model code but no configs, so the numbers of ``ppyoloe_sod.zoo`` are passed by hand. The
 head's prediction layers start at zero and BN statistics at (0, 1) in ppdet; both are randomised here so that a
-comparison can fail (see ../shared/spec/paddle_oracle.md).
+comparison can fail (see docs/DESIGN.md, "The Paddle reference as a test oracle").
 """
 from __future__ import annotations
 
