@@ -18,6 +18,7 @@ import torch
 
 from ..errors import WeightsError, hint
 from ..zoo import ArchSpec, ModelSpec, get_spec, list_models
+from .formats import check_finite, check_weight_dtypes
 
 _BN_TO_TORCH = {"_mean": "running_mean", "_variance": "running_var"}
 _BN_TO_PADDLE = {v: k for k, v in _BN_TO_TORCH.items()}
@@ -73,11 +74,8 @@ def _expected_state(model: str | ModelSpec) -> dict[str, tuple[int, ...]]:
 @lru_cache(maxsize=None)
 def _published_signature(name: str) -> tuple:
     """The shape signature of a published model, in Paddle's names and layouts."""
-    shapes = {}
-    for k, shape in _expected_state(name).items():
-        if k.endswith("num_batches_tracked"):
-            continue
-        shapes[torch_key_to_paddle(k)] = tuple(reversed(shape)) if is_transposed_linear(k) and len(shape) == 2 else shape
+    shapes = {torch_key_to_paddle(k): _other_layout(k, shape) for k, shape in _expected_state(name).items()
+              if not k.endswith("num_batches_tracked")}
     return _shape_signature(shapes)
 
 
@@ -87,17 +85,27 @@ def detect_model(shapes: Mapping[str, tuple[int, ...]]) -> str | None:
     return next((name for name in list_models() if _published_signature(name) == sig), None)
 
 
-def rename_paddle_tensors(pd_state: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    """Paddle names and layouts -> ours, tensor by tensor, with no check against a model (for partial loads)."""
+def _other_layout(key: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """``shape`` in the other framework's layout: 2-D Linear weights are transposed between Paddle and torch."""
+    shape = tuple(shape)
+    return shape[::-1] if len(shape) == 2 and is_transposed_linear(key) else shape
+
+
+def rename_paddle_tensors(pd_state: Mapping[str, np.ndarray], source: str = "weights") -> dict[str, torch.Tensor]:
+    """Paddle names and layouts -> ours as float32 tensors, with no check against a model (for partial loads).
+
+    Weights must be floating point (``WeightsError`` listing the others, before anything is converted) and
+    finite once in float32 (a float64 beyond float32's range becomes infinite, so it counts as non-finite).
+    """
+    pd_state = {k: np.asarray(v) for k, v in pd_state.items() if k != PADDLE_META_KEY}
+    check_weight_dtypes({pk: arr.dtype.kind for pk, arr in pd_state.items()}, source)
     out: dict[str, torch.Tensor] = {}
-    for pk, value in pd_state.items():
-        if pk == PADDLE_META_KEY:
-            continue
+    for pk, arr in pd_state.items():
         tk = paddle_key_to_torch(pk)
-        arr = np.asarray(value)
         if arr.ndim == 2 and is_transposed_linear(tk):
             arr = arr.T
         out[tk] = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+    check_finite(out, source)
     return out
 
 
@@ -106,7 +114,7 @@ def paddle_to_torch(pd_state: Mapping[str, np.ndarray], model_name: str | None =
     """Convert a Paddle state (name -> array) to our state_dict; every key and shape must match the model.
 
     ``model_name`` None means: detect it from the shapes. A given name that disagrees with what the shapes say
-    is an error naming both.
+    is an error naming both. Names and shapes are checked before any array is converted to float32.
     """
     pd_state = {k: v for k, v in pd_state.items() if k != PADDLE_META_KEY}
     shapes = {k: tuple(np.shape(v)) for k, v in pd_state.items()}
@@ -120,27 +128,25 @@ def paddle_to_torch(pd_state: Mapping[str, np.ndarray], model_name: str | None =
         model_name = get_spec(model_name).name
         if detected is not None and detected != model_name:
             raise WeightsError(f"{source} holds weights of {detected}, not {model_name}: "
-                               + hint(python=f"use load_model('{detected}', ...)",
-                                      cli=f"use -o Global.model={detected}", convert_weights=f"use --model {detected}"))
+                               f"use --model {detected} (or load_model('{detected}', ...))")
 
     expected = _expected_state(model_name)
-    renamed = rename_paddle_tensors(pd_state)
-    out: dict[str, torch.Tensor] = {}
+    file_keys = {paddle_key_to_torch(pk): pk for pk in pd_state}  # our name -> the file's
     missing, mismatched = [], []
     for tk, shape in expected.items():
         if tk.endswith("num_batches_tracked"):
-            out[tk] = torch.zeros((), dtype=torch.long)
-        elif tk not in renamed:
+            continue
+        if tk not in file_keys:
             missing.append(torch_key_to_paddle(tk))
-        elif tuple(renamed[tk].shape) != shape:
-            pk = torch_key_to_paddle(tk)
-            want = tuple(reversed(shape)) if is_transposed_linear(tk) and len(shape) == 2 else shape
-            mismatched.append(f"{pk}: file {tuple(np.shape(pd_state[pk]))}, model expects {want}")
-        else:
-            out[tk] = renamed[tk]
-    unexpected = sorted(torch_key_to_paddle(k) for k in set(renamed) - set(expected))
+        elif _other_layout(tk, shapes[file_keys[tk]]) != shape:
+            pk = file_keys[tk]
+            mismatched.append(f"{pk}: file {shapes[pk]}, model expects {_other_layout(tk, shape)}")
+    unexpected = sorted(pk for tk, pk in file_keys.items() if tk not in expected)
     if missing or unexpected or mismatched:
         raise WeightsError(_mismatch_report(source, model_name, missing, unexpected, mismatched))
+    renamed = rename_paddle_tensors(pd_state, source)
+    out = {tk: torch.zeros((), dtype=torch.long) if tk.endswith("num_batches_tracked") else renamed[tk]
+           for tk in expected}  # BatchNorm's step counters (no Paddle counterpart) start at 0
     return ConvertedWeights(out, model_name)
 
 

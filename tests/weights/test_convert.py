@@ -20,6 +20,7 @@ import torch
 from ppyoloe_sod.errors import WeightsError
 from ppyoloe_sod.models import build_model, load_model
 from ppyoloe_sod.nn.detector import Detector
+from ppyoloe_sod.weights import convert
 from ppyoloe_sod.weights.convert import detect_model, paddle_to_torch, torch_to_paddle
 from ppyoloe_sod.weights.pdparams import load_pdparams, save_pdparams
 from ppyoloe_sod.weights.store import load_safetensors, save_safetensors
@@ -148,6 +149,46 @@ def test_missing_unexpected_and_mismatched_keys_are_all_listed(s_paddle, tmp_pat
     dst = tmp_path / "out.safetensors"
     assert tool.main([str(path), "-o", str(dst)]) == 2
     assert not dst.exists()
+
+
+def test_names_and_shapes_are_checked_before_anything_is_converted(s_paddle, monkeypatch) -> None:
+    """A file that does not fit is reported without converting any array to float32 (no memory spent on it)."""
+    bad = dict(s_paddle)
+    bad["backbone.extra_layer.weight"] = np.zeros((3, 3), np.float64)
+
+    def must_not_convert(*args, **kwargs):
+        raise AssertionError("converted before the names and shapes were checked")
+
+    monkeypatch.setattr(convert, "rename_paddle_tensors", must_not_convert)
+    with pytest.raises(WeightsError, match="unexpected"):
+        paddle_to_torch(bad, S, source="bad.pdparams")
+
+
+@pytest.mark.parametrize("dtype, word", [(np.int64, "integer"), (np.bool_, "bool")])
+def test_integer_and_bool_weights_are_refused(s_paddle, tmp_path, dtype, word) -> None:
+    bad = dict(s_paddle)
+    bad["yolo_head.pred_cls.0.weight"] = np.ones(s_paddle["yolo_head.pred_cls.0.weight"].shape, dtype)
+    path = tmp_path / "ints.pdparams"
+    save_pdparams(bad, path)
+    with pytest.raises(WeightsError) as err:
+        load_model(S, path)
+    assert str(path) in str(err.value) and f"'yolo_head.pred_cls.0.weight' ({word})" in str(err.value)
+
+
+def test_non_finite_weights_are_refused(s_paddle, tmp_path) -> None:
+    bad = dict(s_paddle)
+    nan = bad["yolo_head.pred_cls.0.bias"].copy()
+    nan[:3] = np.nan
+    bad["yolo_head.pred_cls.0.bias"] = nan
+    huge = bad["yolo_head.pred_reg.0.bias"].astype(np.float64)
+    huge[0] = 1e300  # finite in float64, infinite once in float32
+    bad["yolo_head.pred_reg.0.bias"] = huge
+    path = tmp_path / "nan.pdparams"
+    save_pdparams(bad, path)
+    with pytest.raises(WeightsError) as err:
+        load_model(S, path)
+    msg = str(err.value)
+    assert str(path) in msg and "2 tensor(s)" in msg and "'yolo_head.pred_cls.0.bias' (3 of its 10 values)" in msg
 
 
 # --- the command line --------------------------------------------------------------------------------------
