@@ -51,10 +51,13 @@ class PixelLimit:
         """ImageReadError naming the image, its size and the way out when it is above the limit."""
         if self.max_pixels is None or width * height <= self.max_pixels:
             return
+        raise self.error(name, f"is {width}x{height} = {width * height:,} pixels")
+
+    def error(self, name: str, size_text: str) -> ImageReadError:
         way_out = (f"if you trust it, raise the limit with {self.hint} (None: no limit)" if self.hint
                    else "resize it first")
-        raise ImageReadError(f"Image {name} is {width}x{height} = {width * height:,} pixels, over the limit of "
-                             f"{self.max_pixels:,} pixels (a guard against decompression bombs); {way_out}.")
+        return ImageReadError(f"Image {name} {size_text}, over the limit of {self.max_pixels:,} pixels (a guard "
+                              f"against decompression bombs); {way_out}.")
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
@@ -70,7 +73,7 @@ def decode_image(data: bytes, name: str = "<bytes>", limit: PixelLimit = PixelLi
     """
     if not data:
         raise ImageReadError(f"Image {name} is empty (0 bytes); pass a valid image file.")
-    size = header_size(data, limit)
+    size = header_size(data, name, limit)
     if size is not None:
         limit.check(*size, name)
     try:
@@ -97,7 +100,7 @@ def _opencv_refusal(error: cv2.error, size: tuple[int, int] | None) -> str:
     return f"OpenCV: {text.strip().splitlines()[-1]}"
 
 
-def header_size(data: bytes, limit: PixelLimit = PixelLimit()) -> tuple[int, int] | None:
+def header_size(data: bytes, name: str = "<bytes>", limit: PixelLimit = PixelLimit()) -> tuple[int, int] | None:
     """(width, height) read from the encoded header without decoding pixels; None when it cannot be read.
 
     PNG and JPEG are parsed here; other formats go through Pillow, which refuses to open an image above its
@@ -116,8 +119,7 @@ def header_size(data: bytes, limit: PixelLimit = PixelLimit()) -> tuple[int, int
     except Image.DecompressionBombError as e:
         pil_limit = 2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else None
         if limit.max_pixels is not None and pil_limit is not None and limit.max_pixels <= pil_limit:
-            raise ImageReadError(f"Image is over the limit of {limit.max_pixels:,} pixels ({e}); "
-                                 f"resize it first.") from e
+            raise limit.error(name, f"is more than {pil_limit:,} pixels (Pillow read its header)") from e
         return None
     except Exception:  # not an image Pillow knows: decoding decides
         return None

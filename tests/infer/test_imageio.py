@@ -210,3 +210,14 @@ def test_device_is_refused():
     # /dev/null, not /dev/zero: a regression reading it ends at once instead of filling the memory
     with pytest.raises(ImageReadError, match="/dev/null.* is a character device, not a regular file"):
         read_image("/dev/null")
+
+
+def test_huge_bmp_refused_from_its_header_through_pillow(tmp_path, no_decoding):
+    """Formats without a parser of ours are sized by Pillow, whose own refusal also means over the limit."""
+    dib = struct.pack("<IiiHHIIiiII", 40, 20000, 20000, 1, 1, 0, 0, 2835, 2835, 2, 0)  # 1 bit per pixel
+    palette = b"\0\0\0\0\xff\xff\xff\0"
+    path = tmp_path / "bomb.bmp"
+    path.write_bytes(b"BM" + struct.pack("<IHHI", 14 + len(dib) + len(palette), 0, 0, 14 + len(dib) + len(palette))
+                     + dib + palette)
+    with pytest.raises(ImageReadError, match=r"bomb\.bmp' is more than 178,956,970 pixels.*limit of 178,956,970"):
+        read_image(path)
