@@ -207,15 +207,18 @@ def test_check_dataset_failure_reads_as_an_error(tmp_path):
     root = tmp_path / "ds"
     (root / "images").mkdir(parents=True)
     (root / "annotations").mkdir()
-    doc = {"images": [{"id": 1, "file_name": "gone.jpg", "width": 8, "height": 8}], "annotations": [],
-           "categories": [{"id": 1, "name": "car"}]}
-    for split in ("train", "val"):
+    cv2.imwrite(str(root / "images" / "here.png"), scene(32, 32))
+    for split, name in (("train", "here.png"), ("val", "gone.jpg")):  # one problem: val's image is missing
+        doc = {"images": [{"id": 1, "file_name": name, "width": 32, "height": 32}],
+               "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [4, 4, 8, 8], "area": 64,
+                                "iscrowd": 0}],
+               "categories": [{"id": 1, "name": "car"}]}
         (root / "annotations" / f"instance_{split}.json").write_text(json.dumps(doc))
     proc = subprocess.run([sys.executable, "-m", "ppyoloe_sod", "-c", CONFIG, "-o", "Global.mode=check_dataset",
                            "-o", f"Global.dataset_dir={root}", "-o", f"Global.output={tmp_path / 'out'}"],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 1
-    assert f"\nerror: Dataset {root} failed the check (" in proc.stderr, proc.stderr
+    assert f"\nerror: Dataset {root} failed the check (1 problem):" in proc.stderr, proc.stderr
     assert "gone.jpg" in proc.stderr and "All 1 problems" not in proc.stderr
     assert f"The full list is in {tmp_path / 'out' / 'check_dataset_result.json'}" in proc.stderr
 

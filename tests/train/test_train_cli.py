@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ppyoloe_sod.errors import ConfigError, WeightsError, interface
+from ppyoloe_sod.errors import ConfigError, WeightsError
 from ppyoloe_sod.train import loop as loop_mod
 from ppyoloe_sod.train.__main__ import main
 from ppyoloe_sod.train.loop import TrainOptions, options_from_config
@@ -76,6 +76,7 @@ def test_offline_start_names_the_other_starting_points(tmp_path, monkeypatch, ca
     """The published weights cannot be fetched: the error keeps the download advice and adds the local-file and
     random starts, in the CLI's words on the command line and in Python's from Python."""
     import ppyoloe_sod.train.pretrained as pretrained
+    from ppyoloe_sod.errors import interface
 
     def offline(url, sha256=None, official=False):
         raise WeightsError(f"Cannot reach {url} (no network); is this machine offline, or the server down?")
