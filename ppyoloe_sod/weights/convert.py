@@ -128,7 +128,8 @@ def paddle_to_torch(pd_state: Mapping[str, np.ndarray], model_name: str | None =
         model_name = get_spec(model_name).name
         if detected is not None and detected != model_name:
             raise WeightsError(f"{source} holds weights of {detected}, not {model_name}: "
-                               f"use --model {detected} (or load_model('{detected}', ...))")
+                               + hint(python=f"use load_model('{detected}', ...)",
+                                      cli=f"use -o Global.model={detected}", convert_weights=f"use --model {detected}"))
 
     expected = _expected_state(model_name)
     file_keys = {paddle_key_to_torch(pk): pk for pk in pd_state}  # our name -> the file's
