@@ -10,6 +10,7 @@ import json
 import os
 import urllib.parse
 from pathlib import Path
+from typing import Mapping
 
 import torch
 
@@ -93,10 +94,33 @@ def load_state_dict(spec: ModelSpec, weights: str | os.PathLike | None) -> tuple
     if owner is not None and owner != spec.name:
         raise WeightsError(f"{path} holds weights of {owner}, not {spec.name}: load it with "
                            + hint(python=f"load_model('{owner}', ...)", cli=f"-o Global.model={owner}"))
-    if "classes" in meta:
-        spec = spec.with_classes(json.loads(meta["classes"]))
+    classes = classes_from_metadata(meta, path)
+    if classes is not None:
+        spec = spec.with_classes(classes)
     state_dict_from_spec_check(spec, state)
     return state, spec
+
+
+def classes_from_metadata(meta: Mapping[str, str], path: str | os.PathLike) -> tuple[str, ...] | None:
+    """The class list a safetensors file of ours records (None if it records none), checked: ``classes`` is a
+    JSON list of non-empty strings, as many as ``num_classes`` says when that is present."""
+    if "classes" not in meta:
+        return None
+    text = meta["classes"]
+    shown = text if len(text) <= 80 else text[:77] + "..."
+    try:
+        classes = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise WeightsError(f"{path}: the metadata entry 'classes' is not valid JSON ({shown!r}: {e}); it must be a "
+                           'list of class names such as ["car", "van"]. Re-save the file.') from None
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) and c.strip() for c in classes)):
+        raise WeightsError(f"{path}: the metadata entry 'classes' must be a non-empty list of non-empty strings, "
+                           f"found {shown!r}. Re-save the file.")
+    declared = meta.get("num_classes")
+    if declared is not None and declared != str(len(classes)):
+        raise WeightsError(f"{path}: the metadata says num_classes={declared!r} but lists {len(classes)} classes; "
+                           "the file is inconsistent. Re-save it.")
+    return tuple(classes)
 
 
 def load_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike | None = None,

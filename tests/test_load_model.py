@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import socket
+import struct
 from pathlib import Path
 from typing import Iterator
 
@@ -172,3 +173,45 @@ def test_finetuned_class_list_travels_in_safetensors(tmp_path):
     with pytest.raises(WeightsError, match="pred_cls"):
         load_model("PP-YOLOE_plus_SOD-S", bad)
     assert json.loads(meta["classes"])[0] == "pedestrian"
+
+
+def test_a_trained_model_folder_whose_header_length_starts_with_0x80_loads(tmp_path) -> None:
+    """About 1 in 32 files we write start with the byte 0x80 (the header length's low byte), depending on the
+    class names; ``best_model/model.safetensors`` after training must load whatever they are."""
+    from ppyoloe_sod.models import build_model
+    from ppyoloe_sod.train.checkpoint import save_model_dir
+    from ppyoloe_sod.zoo import get_spec
+
+    folder = tmp_path / "best_model"
+    net = build_model(get_spec(S).with_classes(["x"]))
+    save_model_dir(folder, net.state_dict(), net.spec)
+    weights = folder / "model.safetensors"
+    (length,) = struct.unpack("<Q", weights.read_bytes()[:8])
+    unpadded = len(weights.read_bytes()[8:8 + length].rstrip(b" "))
+    name = "x" * (1 + (0x80 - unpadded) % 256)  # one more letter, one more header byte
+    net = build_model(get_spec(S).with_classes([name]))
+    save_model_dir(folder, net.state_dict(), net.spec)
+    assert weights.read_bytes()[0] == 0x80
+    loaded = load_model(S, folder)
+    assert loaded.spec.classes == (name,)
+    assert_same_weights(loaded, net)
+
+
+@pytest.mark.parametrize("classes, num_classes, reason", [
+    ("car, van", None, "not valid JSON"),
+    ('{"car": 0}', None, "non-empty list of non-empty strings"),
+    ('["car", ""]', None, "non-empty list of non-empty strings"),
+    ('["car", 3]', None, "non-empty list of non-empty strings"),
+    ("[]", None, "non-empty list of non-empty strings"),
+    ("[" * 100_000, None, "not valid JSON"),
+    ('["car", "van"]', "3", "num_classes='3' but lists 2 classes"),
+], ids=["not-json", "dict", "empty-name", "number", "empty-list", "deep", "count"])
+def test_malformed_class_metadata_is_a_weights_error(tmp_path, classes, num_classes, reason) -> None:
+    from ppyoloe_sod.weights.store import save_safetensors
+
+    meta = {"model_name": S, "classes": classes, **({"num_classes": num_classes} if num_classes else {})}
+    path = tmp_path / "tuned.safetensors"
+    save_safetensors({"w": torch.ones(1)}, path, meta)
+    with pytest.raises(WeightsError) as err:
+        load_model(S, path)
+    assert str(path) in str(err.value) and reason in str(err.value)
