@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from ppyoloe_sod.__main__ import main
 from ppyoloe_sod.infer.predictor import create_model
@@ -49,27 +50,78 @@ def weights(tmp_path_factory):
                              tmp_path_factory.mktemp("w") / "model.safetensors")
 
 
-def test_evaluate_cli_scores_the_given_weights(tmp_path, weights):
-    """Ground truth = the model's own most confident boxes, so the right weights on the right images score
-    AP50 = 1 on them, while any mix-up (other weights, images out of order) would not."""
-    root = tmp_path / "ds"
-    paths = make_images(root)
-    predictor = create_model("PP-YOLOE_plus_SOD-S", model_dir=weights, device="cpu")
-    dets = predictor.detect_batch([cv2.imread(str(p)) for p in paths])
-    # the 5 best per image (random weights: some reach past the border, which COCO matching does not mind)
-    top = [d[np.argsort(-d[:, 1], kind="stable")[:5]] for d in dets]
-    assert sum(len(t) for t in top) >= 5
-    categories = [{"id": i + 1, "name": n} for i, n in enumerate(VISDRONE_CLASSES)]
-    write_gt(root, paths, top, categories)
-    out = tmp_path / "out"
+#: randomize_detector's network (seeded: its calibration starts from build_model's random init) with class biases
+#: lowered so that on these flat test images only ~140 boxes pass NMS's 0.01 score floor: the top scores are sparse,
+#: with gaps far wider than float noise (the widest, ~0.12, keeps 5 boxes on two images).
+SPARSE_SEED, CLASS_BIAS_SHIFT = 6, -9.0
+MIN_GT_BOXES, MAX_GT_BOXES, MIN_SCORE_GAP = 5, 60, 0.05
+
+
+@pytest.fixture(scope="module")
+def sparse_weights(tmp_path_factory) -> tuple[Path, Path]:
+    """(weights with image-dependent, well separated scores; the same with every class output moved to the next
+    class, so the same boxes carry other labels)."""
+    from tests.infer.infer_synth import randomize_detector
+    from tests.weights_synth import write_safetensors
+
+    from ppyoloe_sod.models import build_model
+
+    folder = tmp_path_factory.mktemp("sparse")
+    with torch.random.fork_rng():
+        torch.manual_seed(SPARSE_SEED)
+        detector = randomize_detector(build_model("PP-YOLOE_plus_SOD-S"), seed=SPARSE_SEED)
+    with torch.no_grad():
+        for conv in detector.yolo_head.pred_cls:
+            conv.bias.add_(CLASS_BIAS_SHIFT)
+    right = write_safetensors(detector, folder / "right.safetensors")
+    with torch.no_grad():
+        for conv in detector.yolo_head.pred_cls:
+            conv.weight.copy_(conv.weight.roll(1, dims=0))
+            conv.bias.copy_(conv.bias.roll(1, dims=0))
+    return right, write_safetensors(detector, folder / "classes_moved.safetensors")
+
+
+def pooled_top(dets: list[np.ndarray]) -> list[np.ndarray]:
+    """Each image's detections scoring above the widest gap among the top scores pooled over all images.
+
+    COCO ranks the detections of all images together, so ground truth made of exactly the pooled top k is found
+    at AP50 = 1 whatever the order within it, and a wide gap keeps float noise (which differs between CPUs) from
+    moving a detection across the cut. Per-image top k would not do: another image's extra boxes can outrank it.
+    """
+    scores = np.sort(np.concatenate([d[:, 1] for d in dets]))[::-1]
+    last = min(MAX_GT_BOXES, len(scores) - 1)
+    gaps = scores[MIN_GT_BOXES - 1:last] - scores[MIN_GT_BOXES:last + 1]
+    assert gaps.size and gaps.max() >= MIN_SCORE_GAP, f"no score gap >= {MIN_SCORE_GAP} among the top {last} scores"
+    k = MIN_GT_BOXES + int(np.argmax(gaps))  # the number of boxes kept
+    cut = (scores[k - 1] + scores[k]) / 2
+    return [d[d[:, 1] > cut] for d in dets]
+
+
+def evaluate_cli(root: Path, weights: Path, out: Path) -> dict:
     code = main(["-c", CONFIG, "-o", "Global.mode=evaluate", "-o", f"Global.dataset_dir={root}", "-o",
                  f"Evaluate.weight_path={weights}", "-o", f"Global.output={out}", "-o", "Global.device=cpu",
-                 "-o", "Evaluate.batch_size=3"])  # the batch used above: random weights give near-tied scores
+                 "-o", "Evaluate.batch_size=3"])
     assert code == 0
-    report = json.loads((out / "evaluate_result.json").read_text())
+    return json.loads((out / "evaluate_result.json").read_text())
+
+
+def test_evaluate_cli_scores_the_given_weights(tmp_path, sparse_weights):
+    """Ground truth = the model's own most confident boxes, so the given weights on the right images score
+    AP50 = 1, while other weights (the same boxes under other labels) score 0, and so would images out of order."""
+    right, classes_moved = sparse_weights
+    root = tmp_path / "ds"
+    paths = make_images(root)
+    predictor = create_model("PP-YOLOE_plus_SOD-S", model_dir=right, device="cpu")
+    top = pooled_top(predictor.detect_batch([cv2.imread(str(p)) for p in paths]))
+    assert sum(len(t) > 0 for t in top) >= 2  # ground truth on several images: their order matters
+    categories = [{"id": i + 1, "name": n} for i, n in enumerate(VISDRONE_CLASSES)]
+    write_gt(root, paths, top, categories)
+
+    report = evaluate_cli(root, right, tmp_path / "out")
     assert report["done_flag"] is True
-    assert report["metrics"]["AP50"] > 0.9
-    assert (out / "pr_curves.png").is_file()
+    assert report["metrics"]["AP50"] == pytest.approx(1.0)
+    assert (tmp_path / "out" / "pr_curves.png").is_file()
+    assert evaluate_cli(root, classes_moved, tmp_path / "out2")["metrics"]["AP50"] == pytest.approx(0.0)
 
 
 def test_evaluate_cli_refuses_weights_of_other_classes(tmp_path, weights, capsys):
