@@ -237,3 +237,26 @@ def test_conversion_warnings_are_printed_once(tmp_path, caplog):
     assert rc == 0
     notes = [r.getMessage() for r in caplog.records if "split 80/20" in r.getMessage()]
     assert len(notes) == 1, notes
+
+
+def test_weights_in_the_wrong_suffix_get_cli_advice(weights, tmp_path, capsys):
+    """Weights are read by suffix; a file with the other format's suffix is told to rename, not to call Python."""
+    import shutil
+
+    import numpy as np
+
+    from ppyoloe_sod.weights.pdparams import save_pdparams
+
+    image = tmp_path / "x.png"
+    cv2.imwrite(str(image), scene(64, 64))
+    misnamed_safetensors = shutil.copy(weights, tmp_path / "a.pdparams")
+    misnamed_pdparams = tmp_path / "b.safetensors"
+    save_pdparams({"w": np.zeros(2, np.float32)}, misnamed_pdparams)
+    for model_dir, advice in ((misnamed_safetensors, "rename it to .safetensors."),
+                              (misnamed_pdparams, "give it that suffix: it is converted when loaded.")):
+        rc = cli.main(["-c", CONFIG, "-o", "Global.mode=predict", "-o", f"Predict.input={image}", "-o",
+                       "Global.device=cpu", "-o", f"Predict.model_dir={model_dir}",
+                       "-o", f"Global.output={tmp_path / 'out'}"])
+        err = capsys.readouterr().err
+        assert rc == cli.EXIT_ERROR and advice in err, err
+        assert "load_model" not in err and "load_safetensors" not in err

@@ -29,7 +29,7 @@ from typing import Any, BinaryIO, Mapping
 
 import numpy as np
 
-from ..errors import WeightsError
+from ..errors import WeightsError, hint
 from ..fileio import atomic_open
 from .formats import describe_format, require_file, sniff_format
 
@@ -261,13 +261,17 @@ def _refuse_other_formats(path: Path, f: BinaryIO, size: int) -> None:
         if any(n.endswith("data.pkl") for n in names):
             raise WeightsError(
                 f"{path}: this is a PyTorch checkpoint (torch.save zip archive), not a Paddle .pdparams "
-                "file. Load it with torch.load(..., weights_only=True) and model.load_state_dict(), or "
-                "pass a .pdparams / .safetensors file instead."
+                "file. " + hint(python="Load it with torch.load(..., weights_only=True) and "
+                                       "model.load_state_dict(), or pass a .pdparams / .safetensors file instead.",
+                                cli="Give a .pdparams or .safetensors file instead.",
+                                convert_weights="Give a .pdparams or .safetensors file instead.")
             )
     if kind == "safetensors":
         raise WeightsError(
-            f"{path}: this is a safetensors file, not a Paddle .pdparams file; load it with "
-            "ppyoloe_sod.weights.store.load_safetensors (or pass it to load_model directly)."
+            f"{path}: this is a safetensors file, not a Paddle .pdparams file; " + hint(
+                python="load it with ppyoloe_sod.weights.store.load_safetensors, or rename it to .safetensors "
+                       "for load_model.",
+                cli="rename it to .safetensors.", convert_weights="rename it to .safetensors.")
         )
     raise WeightsError(
         f"{path}: this is {describe_format(kind)}, not a pickle, so not a Paddle .pdparams file (an exported "
