@@ -68,12 +68,18 @@ def blob_image(h: int, w: int, seed: int = 0) -> np.ndarray:
 
 def scripted_detect(image: np.ndarray) -> np.ndarray:
     """Rows read from the pixels: per blob a tight box (class and score from its brightness) and a looser, lower
-    scored duplicate reaching 1.5 px past the blob (past the image's left and top edges for blobs touching them)."""
+    scored duplicate reaching 1.5 px past the blob (past the image's left and top edges for blobs touching them).
+
+    Scores also carry the blob's position in the image given (exact float32 steps of 2**-22), so one blob seen by
+    two slices scores differently in each: no ties between overlapping boxes, whose order numpy's unstable argsort
+    (ppdet's NMS) would leave to the CPU's sort kernel.
+    """
     gray = np.ascontiguousarray(image[:, :, 0])
     n, _, stats, _ = cv2.connectedComponentsWithStats((gray > 0).astype(np.uint8), connectivity=4)
     rows = []
     for x, y, w, h, _ in stats[1:n]:
         v = int(gray[y, x])
-        rows.append([v % 3, v / 256, x + 0.25, y + 0.25, x + w - 0.25, y + h - 0.5])
-        rows.append([v % 3, v / 512, x - 1.5, y - 0.75, x + w + 1.0, y + h + 0.25])
+        place = (7919 * int(x) + 104729 * int(y)) % 4096 / 2**22
+        rows.append([v % 3, v / 256 + place, x + 0.25, y + 0.25, x + w - 0.25, y + h - 0.5])
+        rows.append([v % 3, v / 512 + place, x - 1.5, y - 0.75, x + w + 1.0, y + h + 0.25])
     return np.array(rows, dtype=np.float32).reshape(-1, 6)
