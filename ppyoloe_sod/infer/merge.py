@@ -131,11 +131,12 @@ def _absorb(dets64: torch.Tensor, keepers: np.ndarray, owner: np.ndarray, claim_
     merged = dets64[torch.from_numpy(keepers).to(device)].clone()
     if len(members) == 0:
         return merged
+    # table[k, r]: the r-th box keeper k absorbs (-1: none left)
     members = members[np.lexsort((claim_rank[members], slot_of_keeper[owner[members]]))]
     group = slot_of_keeper[owner[members]]
-    first = np.searchsorted(group, group)  # members are sorted by group: index of each group's first member
-    table = np.full((len(keepers), int((np.arange(len(members)) - first).max()) + 1), -1, dtype=np.int64)
-    table[group, np.arange(len(members)) - first] = members
+    turn = np.arange(len(members)) - np.searchsorted(group, group)  # position inside its (sorted) group
+    table = np.full((len(keepers), int(turn.max()) + 1), -1, dtype=np.int64)
+    table[group, turn] = members
     table_t = torch.from_numpy(table).to(device)
     for r in range(table.shape[1]):
         rows = torch.nonzero(table_t[:, r] >= 0).flatten()

@@ -7,7 +7,8 @@ Two tools' behaviour can be reproduced (``SliceConfig.preset``), both with the s
                    ``sahi`` (``get_sliced_prediction``)    ``ppdet`` (``tools/infer.py --slice_infer``)
 =================  =====================================  ===========================================
 size / overlap     640 / 0.2 (SAHI has no default size)    640 / 0.25
-merge              greedynmm | nmm | nms | concat          nms | concat
+merge              greedynmm | nmm | nms (| concat, ours)  nms | concat (its help lists nmm, but 2.6.0
+                                                          raises for it)
 match_metric       ios (or iou)                            ios (or iou)
 match_threshold    0.5                                     0.6
 standard_pred      True: a full-image pass is merged too   False
@@ -19,6 +20,7 @@ SAHI silently switches to ``nms``/``iou`` when the model's confidence threshold 
 low-score boxes (``greedynmm``/``nmm``) grows boxes, so pick ``merge="nms", match_metric="iou"`` yourself for a
 low threshold (evaluation), or filter the slices' detections before merging (see ``sliced_detect``).
 An image smaller than a slice is one slice (the whole image), as in SAHI; the full-image pass is then skipped.
+No detection in any slice gives an empty result (ppdet 2.6's slice_predict fails in np.concatenate there).
 """
 from __future__ import annotations
 
