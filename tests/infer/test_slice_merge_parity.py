@@ -107,7 +107,8 @@ def test_merge_rules_on_hand_made_cases():
     no longer matches the grown box is dropped; class-agnostic ties take the absorbed box's class."""
     chain = torch.from_numpy(adversarial_rows("chain"))
     assert sahi_merge(chain, "nmm", "ios", 0.5)[:, 2:].tolist() == [[0, 0, 18, 10], [15, 0, 25, 10]]
-    assert sahi_merge(chain, "greedynmm", "ios", 0.5)[:, 2:].tolist() == [[0, 0, 14, 10], [8, 0, 18, 10], [15, 0, 25, 10]]
+    assert sahi_merge(chain, "greedynmm", "ios", 0.5)[:, 2:].tolist() == [
+        [0, 0, 14, 10], [8, 0, 18, 10], [15, 0, 25, 10]]
     regrown = sahi_merge(torch.from_numpy(adversarial_rows("regrown")), "greedynmm", "ios", 0.5)
     assert regrown[:, 2:].tolist() == [[0, 0, 10, 40]]  # the third box matched the keeper, then was dropped
     identical = sahi_merge(torch.from_numpy(adversarial_rows("identical")), "greedynmm", "ios", 0.5,
@@ -115,7 +116,6 @@ def test_merge_rules_on_hand_made_cases():
     assert identical[:, 0].tolist() == [2.0]  # the last of the tied boxes claimed gives its class
 
 
-@pytest.mark.slow
 def test_merges_equal_sahi_beyond_its_sparse_threshold():
     """From 2000 boxes per class SAHI switches to its sparse (STRtree) code path: still the same result."""
     rows = cluster_rows(1, objects=600, classes=1)
@@ -158,8 +158,8 @@ def test_sliced_detect_equals_sahi_get_sliced_prediction(method, metric, standar
     model = ScriptedModel(confidence_threshold=0.3, load_at_init=True)
     sahi_result = get_sliced_prediction(
         image, model, slice_height=128, slice_width=160, overlap_height_ratio=0.2, overlap_width_ratio=0.25,
-        perform_standard_pred=standard_pred, postprocess_type=SAHI_NAMES[method], postprocess_match_metric=metric.upper(),
-        postprocess_match_threshold=0.5, postprocess_class_agnostic=agnostic, verbose=0, force_postprocess_type=True)
+        perform_standard_pred=standard_pred, postprocess_type=SAHI_NAMES[method],
+        postprocess_match_metric=metric.upper(), postprocess_match_threshold=0.5, postprocess_class_agnostic=agnostic, verbose=0, force_postprocess_type=True)
     expected = from_sahi(sahi_result.object_prediction_list)
     cfg = SliceConfig(size=(128, 160), overlap=(0.2, 0.25), merge=method, match_metric=metric,
                       standard_pred=standard_pred, class_agnostic=agnostic, batch_size=3)
