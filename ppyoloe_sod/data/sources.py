@@ -22,9 +22,7 @@ import logging
 import math
 import os
 import stat
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -34,11 +32,14 @@ import numpy as np
 from ..errors import ImageReadError
 from ..imageio import (PixelLimit, decode_image, is_image_file, read_image, require_regular_file,
                        to_bgr_uint8)
+from ..netio import FetchError, Limits, fetch_bytes, seconds_from_env
 
 log = logging.getLogger(__name__)
 
 PDF_SCALE = 2.0  # PaddleX's PDF render zoom (144 dpi); a page is rendered smaller rather than above the pixel limit
-URL_TIMEOUT_S = 30.0
+URL_TIMEOUT_S = 30.0  # longest wait for data in one read
+URL_DEADLINE_S = 120.0  # longest whole download of one input; the variable below overrides it
+URL_DEADLINE_ENV = "PPYOLOE_SOD_URL_DEADLINE"
 URL_MAX_BYTES = 100 * 1024 * 1024
 
 
@@ -61,25 +62,17 @@ def _is_pdf(text: str) -> bool:
     return urllib.parse.urlparse(text).path.lower().endswith(".pdf") if _is_url(text) else text.lower().endswith(".pdf")
 
 
-def fetch_url(url: str, timeout: float = URL_TIMEOUT_S, max_bytes: int = URL_MAX_BYTES) -> bytes:
-    """Download ``url`` into memory; ImageReadError naming the URL on any network error or oversize body."""
+def fetch_url(url: str, timeout: float = URL_TIMEOUT_S, max_bytes: int = URL_MAX_BYTES,
+              deadline_s: float | None = None) -> bytes:
+    """Download ``url`` into memory within ``netio``'s bounds: each read within ``timeout`` seconds, the whole
+    download within ``deadline_s`` (default: ``$PPYOLOE_SOD_URL_DEADLINE`` or ``URL_DEADLINE_S``), at most
+    ``max_bytes``, redirects only to http(s). ImageReadError naming the URL on any failure."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            length = resp.headers.get("Content-Length")
-            if length and length.isdigit() and int(length) > max_bytes:
-                raise ImageReadError(f"{url} is {int(length)} bytes, over the {max_bytes}-byte limit for inputs.")
-            data = resp.read(max_bytes + 1)
-    except ImageReadError:
-        raise
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        reason = getattr(e, "reason", e)
-        raise ImageReadError(
-            f"Cannot download input {url}: {reason}. Check the URL and the network, or download the file and "
-            f"pass its local path."
-        ) from e
-    if len(data) > max_bytes:
-        raise ImageReadError(f"{url} is larger than the {max_bytes}-byte limit for inputs.")
-    return data
+        deadline = deadline_s if deadline_s is not None else seconds_from_env(URL_DEADLINE_ENV, URL_DEADLINE_S)
+        return fetch_bytes(url, Limits(deadline, max_bytes, timeout, URL_DEADLINE_ENV))
+    except FetchError as e:
+        raise ImageReadError(f"Cannot download input {url}: {e}. Check the URL and the network, or download the "
+                             "file and pass its local path.") from e
 
 
 def _open_pdf(src: str | bytes, name: str) -> Any:

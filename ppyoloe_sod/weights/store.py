@@ -8,21 +8,17 @@ reason is a machine without internet access.
 from __future__ import annotations
 
 import hashlib
-import http.client
 import os
-import socket
-import threading
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
-from typing import Mapping
+from typing import BinaryIO, Mapping
 
 import torch
 from tqdm import tqdm
 
 from ..errors import WeightsError, hint
 from ..fileio import atomic_open, atomic_write_bytes
+from ..netio import READ_TIMEOUT_S, FetchError, Limits, open_url, seconds_from_env
 from .formats import (check_finite, check_weight_dtypes, describe_format, read_safetensors_header, require_file,
                       sniff_format)
 
@@ -40,8 +36,15 @@ __all__ = [
 #: Environment variable that overrides the cache folder.
 CACHE_ENV = "PPYOLOE_SOD_HOME"
 
-#: Seconds allowed to open the connection: short, so a machine without network fails at once.
-CONNECT_TIMEOUT = 10.0
+#: Environment variable that sets the total time a weights download may take, in seconds.
+DEADLINE_ENV = "PPYOLOE_SOD_WEIGHTS_DEADLINE"
+#: Default total time a weights download may take (the largest published file is about 350 MB).
+DEADLINE_S = 3600.0
+#: Largest weights download accepted.
+MAX_DOWNLOAD_BYTES = 4 << 30
+
+#: The format each weights suffix must have on arrival (see ``formats.sniff_format``).
+_EXPECTED_FORMAT = {".pdparams": "pickle", ".safetensors": "safetensors"}
 
 _CHUNK = 1 << 20
 
@@ -63,117 +66,66 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 # --- downloading -------------------------------------------------------------------------------------------
 
-def _resolve(host: str, port: int, timeout: float) -> list[tuple]:
-    """``getaddrinfo`` bounded by ``timeout``: socket timeouts do not cover DNS, which can stall offline."""
-    result: list = []
-
-    def lookup() -> None:
-        try:
-            result.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
-        except OSError as e:
-            result.append(e)
-
-    worker = threading.Thread(target=lookup, daemon=True)
-    worker.start()
-    worker.join(timeout)
-    if not result:
-        raise socket.timeout(f"DNS lookup of {host} timed out after {timeout:g} s")
-    if isinstance(result[0], OSError):
-        raise result[0]
-    return result[0]
-
-
-def _create_connection(address: tuple[str, int], timeout: float, source_address=None) -> socket.socket:
-    """Like ``socket.create_connection``, with the host name lookup bounded by the same timeout."""
-    host, port = address
-    error: OSError | None = None
-    for *_, sockaddr in _resolve(host, port, timeout):
-        try:
-            return socket.create_connection(sockaddr[:2], timeout, source_address)
-        except OSError as e:
-            error = e
-    raise error or OSError(f"no address found for {host}")
-
-
-def _make_conn_class(base: type[http.client.HTTPConnection], read_timeout: float) -> type:
-    """A connection class that connects with ``CONNECT_TIMEOUT`` and then reads with ``read_timeout``."""
-
-    class _Conn(base):  # type: ignore[misc, valid-type]
-        def connect(self) -> None:
-            self.timeout = min(CONNECT_TIMEOUT, read_timeout)
-            self._create_connection = _create_connection
-            super().connect()
-            self.sock.settimeout(read_timeout)
-
-    return _Conn
-
-
-def _opener(timeout: float) -> urllib.request.OpenerDirector:
-    http_conn = _make_conn_class(http.client.HTTPConnection, timeout)
-    https_conn = _make_conn_class(http.client.HTTPSConnection, timeout)
-
-    class _HTTP(urllib.request.HTTPHandler):
-        def http_open(self, req):  # type: ignore[no-untyped-def]
-            return self.do_open(http_conn, req)
-
-    class _HTTPS(urllib.request.HTTPSHandler):
-        def https_open(self, req):  # type: ignore[no-untyped-def]
-            return self.do_open(https_conn, req, context=self._context)
-
-    return urllib.request.build_opener(_HTTP, _HTTPS)
-
-
 def _manual_hint(url: str, dst: Path) -> str:
     return (f" Fetch the file manually (e.g. `curl -L -o {dst} {url}` on a machine with internet access) "
             f"and place it at {dst}")
 
 
-def download(url: str, dst: str | os.PathLike, sha256: str | None = None, timeout: float = 30) -> Path:
+def download(url: str, dst: str | os.PathLike, sha256: str | None = None, timeout: float = READ_TIMEOUT_S,
+             deadline_s: float | None = None, max_bytes: int = MAX_DOWNLOAD_BYTES) -> Path:
     """Download ``url`` to ``dst`` with a progress bar; verify ``sha256`` if given; return ``dst``.
 
-    The host lookup and connection must each finish within ``CONNECT_TIMEOUT`` seconds (so an offline machine
-    fails at once) and each read may stall at most ``timeout`` seconds. On any failure nothing is left at
-    ``dst`` and a ``WeightsError`` names the URL and ``dst``.
+    Bounded as ``netio`` describes: connecting within ``netio.CONNECT_TIMEOUT_S``, each read within ``timeout``
+    seconds, the whole download within ``deadline_s`` (default: ``$PPYOLOE_SOD_WEIGHTS_DEADLINE`` or
+    ``DEADLINE_S``), at most ``max_bytes``. What arrives must be a weights file of the kind ``dst``'s suffix
+    names (a pickle for .pdparams, safetensors for .safetensors; never an HTML page): it is checked before it
+    takes ``dst``'s name. On any failure nothing is left at ``dst`` and a ``WeightsError`` names the URL and ``dst``.
     """
     dst = Path(dst)
     name = Path(urllib.parse.urlparse(url).path).name or dst.name
     try:
-        with _opener(timeout).open(url, timeout=timeout) as resp:
-            length = resp.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
-            h = hashlib.sha256()
-            got = 0
-            with atomic_open(dst, "wb") as f, tqdm(
-                total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=f"download {name}", leave=False
-            ) as bar:
-                for chunk in iter(lambda: resp.read(_CHUNK), b""):
-                    f.write(chunk)
-                    h.update(chunk)
-                    got += len(chunk)
-                    bar.update(len(chunk))
-                if total is not None and got != total:
-                    raise WeightsError(
-                        f"Download of {url} stopped after {got} of {total} bytes."
-                        + _manual_hint(url, dst) + "."
-                    )
-                if sha256 is not None and h.hexdigest() != sha256.lower():
-                    raise WeightsError(
-                        f"Download of {url} has sha256 {h.hexdigest()}, expected {sha256.lower()}; the file was "
-                        f"discarded (the server may have sent something else, e.g. an error page)."
-                        + _manual_hint(url, dst) + " after checking its sha256."
-                    )
-    except WeightsError:
-        raise
-    except urllib.error.HTTPError as e:
-        raise WeightsError(f"Download of {url} failed: HTTP {e.code} {e.reason}." + _manual_hint(url, dst) + ".") from e
-    except urllib.error.URLError as e:
-        raise WeightsError(
-            f"Cannot reach {url} ({e.reason}); is this machine offline, or the server down?" + _manual_hint(url, dst) + "."
-        ) from e
-    except (OSError, http.client.HTTPException) as e:  # timeouts, resets, truncated responses
-        kind = "timed out" if isinstance(e, (socket.timeout, TimeoutError)) else f"failed ({type(e).__name__}: {e})"
-        raise WeightsError(f"Download of {url} {kind}." + _manual_hint(url, dst) + ".") from e
+        deadline = deadline_s if deadline_s is not None else seconds_from_env(DEADLINE_ENV, DEADLINE_S)
+        limits = Limits(deadline, max_bytes, timeout, DEADLINE_ENV)
+        with open_url(url, limits) as response, atomic_open(dst, "w+b") as f, tqdm(
+            total=response.length, unit="B", unit_scale=True, unit_divisor=1024, desc=f"download {name}", leave=False
+        ) as bar:
+            digest = hashlib.sha256()
+            for chunk in response.chunks():
+                f.write(chunk)
+                digest.update(chunk)
+                bar.update(len(chunk))
+            if sha256 is not None and digest.hexdigest() != sha256.lower():
+                raise WeightsError(
+                    f"Download of {url} has sha256 {digest.hexdigest()}, expected {sha256.lower()}; the file was "
+                    f"discarded (the server may have sent something else, e.g. an error page)."
+                    + _manual_hint(url, dst) + " after checking its sha256."
+                )
+            _check_arrival(f, url, dst, response.content_type)
+    except FetchError as e:
+        if e.unreachable:
+            raise WeightsError(f"Cannot reach {url} ({e}); is this machine offline, or the server down?"
+                               + _manual_hint(url, dst) + ".") from e
+        raise WeightsError(f"Download of {url} failed: {e}." + _manual_hint(url, dst) + ".") from e
     return dst
+
+
+def _check_arrival(f: BinaryIO, url: str, dst: Path, content_type: str) -> None:
+    """Refuse a download that is not the weights file ``dst``'s suffix calls for (e.g. an HTML error page)."""
+    f.flush()
+    size = os.fstat(f.fileno()).st_size
+    kind = sniff_format(f, size)
+    expected = _EXPECTED_FORMAT.get(dst.suffix)
+    if kind in ("html", "text", "empty") or (expected is not None and kind != expected):
+        served = f" (served as {content_type})" if content_type else ""
+        wanted = f", not {describe_format(expected)}" if expected else ", not a weights file"
+        raise WeightsError(
+            f"Download of {url} is {describe_format(kind)}{served}{wanted}; it was not cached (the server may "
+            "have answered with an error or login page)." + _manual_hint(url, dst) + ".")
+    if kind == "safetensors":
+        try:
+            read_safetensors_header(f, size, dst)
+        except WeightsError as e:
+            raise WeightsError(f"Download of {url}: {e}" + _manual_hint(url, dst) + ".") from None
 
 
 def cache_path_for(url: str, official: bool = False) -> Path:

@@ -15,12 +15,15 @@ import torch
 from ppyoloe_sod.errors import WeightsError
 from local_http import LocalServer
 
+from ppyoloe_sod import netio
 from ppyoloe_sod.weights import store
 from ppyoloe_sod.weights.pdparams import save_pdparams
 from ppyoloe_sod.weights.store import (cache_dir, download, fetch_weights, load_safetensors, save_safetensors,
                                        sha256_file)
 
-PAYLOAD = bytes(range(256)) * 4099  # ~1 MB, not a multiple of the read chunk
+# ~1 MB, not a multiple of the read chunk; they start like a protocol-4 pickle, as a .pdparams file must
+PAYLOAD = b"\x80\x04" + bytes(range(256)) * 4099
+OTHER_PAYLOAD = b"\x80\x04" + bytes(range(255, -1, -1)) * 4099
 
 
 @pytest.fixture
@@ -74,10 +77,10 @@ def test_fetch_weights_downloads_once(server: LocalServer, home: Path) -> None:
 
 
 def test_urls_with_the_same_file_name_do_not_share_a_cache_entry(server: LocalServer, home: Path) -> None:
-    server.files["/v/model.pdparams"] = PAYLOAD[::-1]
+    server.files["/v/model.pdparams"] = OTHER_PAYLOAD
     a, b = fetch_weights(server.url("/w/model.pdparams")), fetch_weights(server.url("/v/model.pdparams"))
     assert a != b
-    assert (a.read_bytes(), b.read_bytes()) == (PAYLOAD, PAYLOAD[::-1])
+    assert (a.read_bytes(), b.read_bytes()) == (PAYLOAD, OTHER_PAYLOAD)
 
 
 def test_404_names_url_and_cache_path(server: LocalServer, home: Path) -> None:
@@ -149,7 +152,7 @@ def test_connect_timeout_is_short(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "create_connection", fake_create_connection)
     with pytest.raises(WeightsError):
         download("http://192.0.2.1/x.pdparams", Path("/nonexistent/x.pdparams"), timeout=60)
-    assert seen == [store.CONNECT_TIMEOUT] and store.CONNECT_TIMEOUT < 60
+    assert seen == [netio.CONNECT_TIMEOUT_S] and netio.CONNECT_TIMEOUT_S < 60
 
 
 def test_stalled_dns_lookup_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -161,7 +164,7 @@ def test_stalled_dns_lookup_is_bounded(tmp_path: Path, monkeypatch: pytest.Monke
         raise socket.gaierror("released")
 
     monkeypatch.setattr(socket, "getaddrinfo", stalled_getaddrinfo)
-    monkeypatch.setattr(store, "CONNECT_TIMEOUT", 0.2)
+    monkeypatch.setattr(netio, "CONNECT_TIMEOUT_S", 0.2)
     try:
         with pytest.raises(WeightsError, match="DNS lookup of weights.example.invalid timed out"):
             download("http://weights.example.invalid/m.pdparams", tmp_path / "m.pdparams")
@@ -275,3 +278,43 @@ def test_safetensors_header_is_checked_against_the_file(tmp_path: Path, header, 
     with pytest.raises(WeightsError, match="not a valid safetensors file") as e:
         load_safetensors(path)
     assert str(path) in str(e.value) and reason in str(e.value)
+
+
+# --- what a download may be -------------------------------------------------------------------------------
+
+def test_an_html_page_is_not_cached_and_the_next_call_fetches_again(server: LocalServer, home: Path) -> None:
+    path = "/w/model.pdparams"
+    server.files[path] = b"<!DOCTYPE html>\n<html><head><title>Sign in</title></head><body>Log in</body></html>\n"
+    server.types[path] = "text/html; charset=utf-8"
+    url = server.url(path)
+    with pytest.raises(WeightsError) as e:
+        fetch_weights(url)
+    msg = str(e.value)
+    assert url in msg and "an HTML page (served as text/html)" in msg and "not cached" in msg, msg
+    assert not any(p.is_file() for p in home.rglob("*"))
+    # the server is fixed: the next call downloads again instead of trusting a cached error page
+    server.files[path] = PAYLOAD
+    del server.types[path]
+    assert fetch_weights(url).read_bytes() == PAYLOAD
+    assert server.hits[path] == 2
+
+
+@pytest.mark.parametrize("body, reason", [
+    (PAYLOAD, "is a pickle (a Paddle .pdparams file?), not a safetensors file"),
+    (_raw_safetensors({"w": {"dtype": "F32", "shape": [100], "data_offsets": [0, 400]}}, bytes(40)),
+     "lie outside the 40 data bytes"),
+], ids=["pickle", "truncated"])
+def test_a_download_must_be_the_format_its_suffix_names(server: LocalServer, home: Path, body: bytes,
+                                                         reason: str) -> None:
+    server.files["/w/model.safetensors"] = body
+    url = server.url("/w/model.safetensors")
+    with pytest.raises(WeightsError) as e:
+        fetch_weights(url)
+    assert url in str(e.value) and reason in str(e.value)
+    assert not any(p.is_file() for p in home.rglob("*"))
+
+
+def test_a_download_over_the_size_limit_is_refused_before_reading(server: LocalServer, tmp_path: Path) -> None:
+    with pytest.raises(WeightsError, match=f"it is {len(PAYLOAD)} bytes, over the 1000-byte limit"):
+        download(server.url("/w/model.pdparams"), tmp_path / "model.pdparams", max_bytes=1000)
+    assert list(tmp_path.iterdir()) == []
