@@ -11,7 +11,6 @@ reported on stderr with exit code 2 and nothing is written.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ if (_ROOT / "ppyoloe_sod").is_dir() and str(_ROOT) not in sys.path:  # run from 
     sys.path.insert(0, str(_ROOT))
 
 from ppyoloe_sod.errors import PPYOLOESODError, WeightsError, interface  # noqa: E402
-from ppyoloe_sod.models import convert_pdparams_file  # noqa: E402
+from ppyoloe_sod.models import classes_from_metadata, convert_pdparams_file  # noqa: E402
 from ppyoloe_sod.weights.convert import detect_model, state_dict_from_spec_check, torch_to_paddle  # noqa: E402
 from ppyoloe_sod.weights.pdparams import save_pdparams  # noqa: E402
 from ppyoloe_sod.weights.store import load_safetensors  # noqa: E402
@@ -89,8 +88,9 @@ def safetensors_to_pdparams(src: Path, dst: Path, model: str | None) -> Summary:
     if model is not None and _spec_name(model) != name:
         raise WeightsError(f"{src} holds weights of {name} ({how}), not {_spec_name(model)}: use --model {name}")
     spec = get_spec(name)
-    if "classes" in meta:  # a model fine-tuned on its own classes: the head is checked against those
-        spec = spec.with_classes(json.loads(meta["classes"]))
+    classes = classes_from_metadata(meta, src)
+    if classes is not None:  # a model fine-tuned on its own classes: the head is checked against those
+        spec = spec.with_classes(classes)
     state_dict_from_spec_check(spec, state)
     save_pdparams(pd_state, dst)
     n, values = _count(list(pd_state.values()))

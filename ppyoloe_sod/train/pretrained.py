@@ -59,7 +59,7 @@ def read_weights(source: str | os.PathLike) -> tuple[dict[str, torch.Tensor], st
     """The tensors of a weights source under our names, and the file they came from."""
     path = _resolve_source(source)
     if path.suffix == ".pdparams":
-        return rename_paddle_tensors(load_pdparams(path)), str(path)
+        return rename_paddle_tensors(load_pdparams(path), str(path)), str(path)
     state, _ = load_safetensors(path)
     return state, str(path)
 

@@ -191,6 +191,19 @@ def test_non_finite_weights_are_refused(s_paddle, tmp_path) -> None:
     assert str(path) in msg and "2 tensor(s)" in msg and "'yolo_head.pred_cls.0.bias' (3 of its 10 values)" in msg
 
 
+def test_the_partial_loader_names_the_file_it_refuses(s_paddle, tmp_path) -> None:
+    """Training's pretrained-weights reader goes through the same checks and names the file."""
+    from ppyoloe_sod.train.pretrained import read_weights
+
+    bad = dict(s_paddle)
+    bad["yolo_head.pred_cls.0.bias"] = np.full(10, np.nan, np.float32)
+    path = tmp_path / "start.pdparams"
+    save_pdparams(bad, path)
+    with pytest.raises(WeightsError, match="'yolo_head.pred_cls.0.bias' \\(10 of its 10 values\\)") as err:
+        read_weights(path)
+    assert str(path) in str(err.value)
+
+
 # --- the command line --------------------------------------------------------------------------------------
 
 def test_cli_pdparams_to_safetensors_and_back(s_state, s_paddle, s_file, tmp_path, capsys) -> None:
@@ -299,3 +312,13 @@ def test_cli_exports_a_model_finetuned_on_other_classes(tmp_path, capsys) -> Non
     dst = tmp_path / "tuned.pdparams"
     assert tool.main([str(src), "-o", str(dst)]) == 0, capsys.readouterr().err
     assert load_pdparams(dst)["yolo_head.pred_cls.0.weight"].shape == (3, 384, 3, 3)
+
+
+def test_cli_reverse_with_malformed_class_metadata(tmp_path, capsys) -> None:
+    src = tmp_path / "tuned.safetensors"
+    save_safetensors({"w": torch.ones(1)}, src, {"model_name": S, "classes": "car, van", "format": "ppyoloe_sod"})
+    dst = tmp_path / "tuned.pdparams"
+    assert tool.main([str(src), "-o", str(dst)]) == 2
+    err = capsys.readouterr().err
+    assert str(src) in err and "'classes' is not valid JSON" in err and "Traceback" not in err
+    assert not dst.exists()
