@@ -138,6 +138,9 @@ class _NdarrayPlaceholder:
         raise _Refused(f"it calls numpy.ndarray{reprlib.repr(args)} directly, which allocates memory the file "
                        "does not hold; weights files never do")
 
+    def __repr__(self) -> str:
+        return "numpy.ndarray"
+
 
 _NDARRAY = _NdarrayPlaceholder()
 

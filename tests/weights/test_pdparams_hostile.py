@@ -42,7 +42,7 @@ def _entry(key: str, value: bytes) -> bytes:
 
 
 HOSTILE: dict[str, tuple[bytes, str]] = {
-    # 41 bytes: numpy.ndarray((512M,), 'f4') called directly, 2 GiB uninitialised
+    # 46 bytes: numpy.ndarray((512M,), 'f4') called directly, 2 GiB uninitialised
     "ndarray_512M": (_entry("w", b"cnumpy\nndarray\n" + _int64(512 * M) + b"\x85" + _text("f4") + b"\x86R"),
                      "calls numpy.ndarray"),
     # numpy's own layout, but the state claims 512M float32 values and gives 4 bytes
