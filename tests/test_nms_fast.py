@@ -92,8 +92,8 @@ def assert_same(got: np.ndarray, want: np.ndarray) -> None:
     np.testing.assert_array_equal(got, want)
 
 
-#: (first batch, block) sizes of the search: its defaults, and small ones that small inputs cross many times.
-SEARCH_SIZES = {"default-sizes": None, "small-blocks": (40, 17), "tiny-blocks": (3, 2)}
+#: (first batch, chunk, block) sizes of the search: its defaults, and small ones that small inputs cross many times.
+SEARCH_SIZES = {"default-sizes": None, "small-blocks": (40, 31, 17), "tiny-blocks": (3, 5, 2)}
 
 
 @pytest.fixture(params=["default-sizes", "small-blocks"])
@@ -109,8 +109,8 @@ def all_search_sizes(request, monkeypatch):
 
 def use_search_sizes(monkeypatch, name: str) -> None:
     if SEARCH_SIZES[name]:
-        monkeypatch.setattr(B, "_NMS_FIRST_BATCH", SEARCH_SIZES[name][0])
-        monkeypatch.setattr(B, "_NMS_BLOCK", SEARCH_SIZES[name][1])
+        for attr, value in zip(["_NMS_FIRST_BATCH", "_NMS_CHUNK", "_NMS_BLOCK"], SEARCH_SIZES[name]):
+            monkeypatch.setattr(B, attr, value)
 
 
 # ---- inputs -------------------------------------------------------------------------------------------------
