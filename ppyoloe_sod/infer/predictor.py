@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from .. import boxes as box_ops
 from ..data.sources import expand_inputs, load_source
+from ..device import resolve_device
 from ..errors import ConfigError, PPYOLOESODError, hint
 from ..imageio import DEFAULT_MAX_PIXELS, PixelLimit
 from ..nn.detector import Detector
@@ -33,29 +34,6 @@ log = logging.getLogger(__name__)
 
 PROGRESS_MIN_IMAGES = 10  # show a progress bar from this many inputs on
 PRINT_MODES = ("summary", "full", "none")  # Predict.print: one line per image | PaddleX's JSON print | nothing
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """'cpu', 'gpu', 'gpu:N', 'cuda', 'cuda:N' (or PaddleX's 'gpu:0,1,2,3': the first one); None = first GPU or CPU."""
-    if device is None:
-        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-    if isinstance(device, torch.device):
-        text = str(device)
-    else:
-        text = str(device).strip().lower()
-    kind, _, index = text.partition(":")
-    index = index.split(",")[0].strip()
-    if kind == "cpu" and not index:
-        return torch.device("cpu")
-    if kind in ("gpu", "cuda") and (not index or index.isdigit()):
-        n = int(index or 0)
-        if not torch.cuda.is_available():
-            use_cpu = hint(python="device='cpu'", cli="-o Global.device=cpu")
-            raise ConfigError(f"device {device!r} asks for a GPU but CUDA is not available here; use {use_cpu}.")
-        if n >= torch.cuda.device_count():
-            raise ConfigError(f"device {device!r}: there are only {torch.cuda.device_count()} GPU(s) (0-based ids).")
-        return torch.device("cuda", n)
-    raise ConfigError(f"Unknown device {device!r}; use 'cpu', 'gpu', 'gpu:N' or 'cuda:N'.")
 
 
 def _is_number(value: Any) -> bool:

@@ -33,6 +33,7 @@ from tqdm import tqdm
 from ..data.coco import read_coco
 from ..data.layout import IMAGES_DIR, annotation_path, find_dataset_root
 from ..data.loader import build_train_loader
+from ..device import parse_device, process_device
 from ..errors import ConfigError, NonFiniteLossError
 from ..fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ..models import build_model
@@ -127,28 +128,6 @@ class TrainOptions:
 
 
 # ------------------------------------------------------------------------------------------------ devices
-
-
-def parse_device(device: str) -> tuple[str, list[int]]:
-    """'cpu' -> ('cpu', []); 'gpu' / 'gpu:0' / 'cuda:1' -> ('cuda', [id]); 'gpu:0,1' -> ('cuda', [0, 1])."""
-    text = str(device).strip().lower()
-    if text == "cpu":
-        return "cpu", []
-    kind, _, ids = text.partition(":")
-    if kind not in ("gpu", "cuda"):
-        raise ConfigError(f"Global.device {device!r} is not understood; use cpu, gpu, gpu:0 or gpu:0,1")
-    try:
-        numbers = [int(i) for i in ids.split(",")] if ids else [0]
-    except ValueError:
-        raise ConfigError(f"Global.device {device!r}: GPU ids must be integers, e.g. gpu:0,1") from None
-    if not torch.cuda.is_available():
-        raise ConfigError(f"Global.device {device!r} asks for a GPU, but torch sees no CUDA device; "
-                          f"use -o Global.device=cpu")
-    bad = [i for i in numbers if not 0 <= i < torch.cuda.device_count()]
-    if bad or len(set(numbers)) != len(numbers):
-        raise ConfigError(f"Global.device {device!r}: GPU ids must be distinct and below "
-                          f"{torch.cuda.device_count()} (the GPUs torch sees)")
-    return "cuda", numbers
 
 
 def _free_port() -> int:
@@ -379,23 +358,21 @@ def train(opts: TrainOptions, config: Mapping[str, Any] | None = None) -> dict[s
     """
     opts.check()
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    kind, ids = parse_device(opts.device)
-    if world > 1:
-        local = int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")))
-        if kind == "cuda":
-            device = torch.device("cuda", ids[local % len(ids)] if len(ids) > 1 else local)
-        else:
-            device = torch.device("cpu")
+    request = parse_device(opts.device)
+    gpus = torch.cuda.device_count() if request.kind == "cuda" else 0
+    if world > 1:  # started by torchrun: this process trains one rank
+        device = process_device(request, int(os.environ.get("LOCAL_RANK", "0")), gpus)
         return train_process(opts, int(os.environ["RANK"]), world, device, config).summary
-    if kind == "cuda" and len(ids) > 1:
+    if len(request.ids) > 1:
         import torch.multiprocessing as mp
 
+        for local_rank in range(len(request.ids)):  # every listed GPU exists, before any process starts
+            process_device(request, local_rank, gpus)
         port = _free_port()
-        mp.spawn(_spawn_entry, args=(opts, ids, port, config), nprocs=len(ids), join=True)
+        mp.spawn(_spawn_entry, args=(opts, list(request.ids), port, config), nprocs=len(request.ids), join=True)
         import json
         return json.loads((Path(opts.output) / "train_result.json").read_text(encoding="utf-8"))
-    device = torch.device("cuda", ids[0]) if kind == "cuda" else torch.device("cpu")
-    return train_process(opts, 0, 1, device, config).summary
+    return train_process(opts, 0, 1, process_device(request, 0, gpus), config).summary
 
 
 def _spawn_entry(local_rank: int, opts: TrainOptions, ids: list[int], port: int,

@@ -164,8 +164,11 @@ def test_options_from_paddlex_config_keys(tmp_path):
 
 
 def test_bad_device_and_resume_path_are_clear_errors(tmp_path):
-    with pytest.raises(ConfigError, match="Global.device 'tpu:0'"):
-        loop_mod.parse_device("tpu:0")
+    from ppyoloe_sod.device import parse_device
+    from ppyoloe_sod.errors import interface
+
+    with interface("cli"), pytest.raises(ConfigError, match="Global.device 'tpu:0'"):
+        parse_device("tpu:0")
     make_dataset(tmp_path / "ds", n_train=2, n_val=0)
     with pytest.raises(ConfigError, match="resume_path .*no checkpoint found"):
         train(_opts(tmp_path, resume_path=str(tmp_path / "nowhere")))
