@@ -114,7 +114,17 @@ class EvaluateConfig:
 
 @dataclass
 class ExportConfig:
-    weight_path: str | None = key(None, "weights to export; null: the published weights of Global.model")
+    weight_path: str | None = key(None, "weights to export: a .safetensors/.pdparams file or a folder holding one; "
+                                        "null: the published weights of Global.model")
+    format: str = key("onnx", "onnx (model.onnx), openvino (model.onnx plus OpenVINO IR model.xml/.bin) or tensorrt; "
+                              "written with model_config.json into Global.output", ours=True)
+    precision: str = key("fp32", "what the export runs at: fp32; bf16 with format openvino (CPUs with bf16); "
+                                 "fp16 with format tensorrt", ours=True)
+    dynamic_shape: bool = key(False, "the graph also takes input sizes other than input_size (multiples of "
+                                     f"{SIZE_MULTIPLE}); the batch size is always free", ours=True)
+    input_size: list[int] | None = key(None, "[height, width] the graph is traced at and predict resizes to, "
+                                             f"multiples of {SIZE_MULTIPLE}; null: the model's (640x640)",
+                                       ours=True)
 
 
 @dataclass

@@ -23,6 +23,8 @@ from .. import boxes as box_ops
 from ..data.sources import expand_inputs, load_source
 from ..device import resolve_device
 from ..errors import ConfigError, PPYOLOESODError, hint
+from ..export.config import is_export_dir
+from ..export.load import open_export
 from ..imageio import DEFAULT_MAX_PIXELS, PixelLimit
 from ..nn.detector import Detector
 from .backends import Backend, make_backend
@@ -189,14 +191,17 @@ class DetPredictor:
 
 def create_model(model_name: str, model_dir: str | os.PathLike | None = None, device: str | None = None,
                  threshold: Threshold = None, use_hpip: bool = False,
-                 max_pixels: int | None = DEFAULT_MAX_PIXELS) -> DetPredictor:
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS, hpi_config: Mapping[str, Any] | None = None
+                 ) -> DetPredictor:
     """A predictor for a published model, as PaddleX's ``create_model``.
 
     ``model_dir``: None for the official weights (downloaded once and cached), else a ``.safetensors`` /
-    ``.pdparams`` file or a folder holding one (as written by our training or export). ``device``: 'cpu',
-    'gpu', 'gpu:N' or 'cuda:N'; default the first GPU when there is one, else the CPU. ``threshold``: a float,
+    ``.pdparams`` file or a folder holding one (as written by our training), or an export folder (with
+    ``model_config.json``; run on its format's backend). ``device``: 'cpu', 'gpu', 'gpu:N' or 'cuda:N';
+    default the first GPU when there is one, else the CPU. ``threshold``: a float,
     a {cls_id: float} dict (unlisted classes 0.5) or None (0.5). ``use_hpip``: run on the fastest available
-    backend (ONNX Runtime for now) and say which. ``max_pixels`` (ours): image files and URLs larger than this
+    backend and say which; ``hpi_config``: PaddleX 3.x's ``{"backend": ..., "backend_config": {...}}`` (see
+    ``infer.backends``). ``max_pixels`` (ours): image files and URLs larger than this
     (width * height, read from the header before decoding) are refused with an ImageReadError; default
     178,956,970 (PaddleX serving's limit), None for no limit; PDF pages are rendered smaller to fit it.
     """
@@ -205,12 +210,18 @@ def create_model(model_name: str, model_dir: str | os.PathLike | None = None, de
     check_threshold(threshold, None)
     max_pixels = check_max_pixels(max_pixels)
     dev = resolve_device(device)
+    if model_dir is not None and is_export_dir(model_dir):
+        network, backend = open_export(model_dir, model_name, dev, hpi_config)
+        spec = network.spec
+        check_threshold(threshold, len(spec.classes))
+        return DetPredictor(network, backend, spec.name, spec.classes, spec.input_size, threshold, max_pixels)
     # BatchNorms and RepVGG branches folded into the convs, as in the inference models PaddleX runs: faster,
     # and float32 results closer to PaddleX's (measured in tests/oracle/test_paddlex_oracle.py).
     detector = load_model(model_name, weights=model_dir, device=dev).fuse()
     spec = detector.spec
     check_threshold(threshold, len(spec.classes))
-    backend = make_backend(detector, dev, use_hpip=use_hpip, model_name=spec.name, input_size=spec.input_size)
+    backend = make_backend(detector, dev, use_hpip=use_hpip, model_name=spec.name, input_size=spec.input_size,
+                           hpi_config=hpi_config)
     return DetPredictor(detector, backend, spec.name, spec.classes, spec.input_size, threshold, max_pixels)
 
 
