@@ -273,13 +273,16 @@ def openvino_cpu_has_bf16(core: Any) -> bool:
 
 
 def make_tensorrt_backend(engine_path: str | Path | None, device: torch.device, precision: str = "fp32") -> Backend:
-    """TensorRT (an engine built from the exported ONNX graph). Not available in this version: says how to get
-    a fast GPU path meanwhile."""
+    """TensorRT: an engine built by tools/export_trt.py, checked against its sidecar (infer/tensorrt_backend.py)."""
     if not tensorrt_available():
         raise ConfigError("backend 'tensorrt' needs TensorRT, which is not installed: pip install tensorrt (an "
                           "NVIDIA GPU with CUDA 12 needed); or use backend 'torch' on the GPU")
-    raise ConfigError("backend 'tensorrt' is not available in this version of ppyoloe_sod; use backend 'torch' on "
-                      "the GPU, or build an engine from the exported model.onnx with trtexec")
+    if engine_path is None:
+        raise ConfigError("backend 'tensorrt' runs an engine built from an export: python tools/export_trt.py "
+                          "EXPORT_DIR -o TRT_DIR, then load TRT_DIR as model_dir; or use backend 'torch' on the GPU")
+    from .tensorrt_backend import TensorRTBackend
+
+    return TensorRTBackend(engine_path, device, precision)
 
 
 # ------------------------------------------------------------------------------------------------ picking

@@ -252,9 +252,10 @@ class FastDetector:
             with torch.inference_mode():
                 return fn(*inputs)
         key = (kind, *(tuple(t.shape) for t in inputs))
-        if key not in self._graphs:
-            self._graphs[key] = _Graphed(fn, inputs)
-        return self._graphs[key](*inputs)
+        with torch.cuda.device(self.device):  # capture and replay on this detector's GPU
+            if key not in self._graphs:
+                self._graphs[key] = _Graphed(fn, inputs)
+            return self._graphs[key](*inputs)
 
     def run(self, images: torch.Tensor) -> RawOutput:
         x = images.to(self.device, torch.float32, non_blocking=True)

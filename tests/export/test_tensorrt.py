@@ -198,6 +198,18 @@ def test_backend_input_checks_and_dtypes(tmp_path):
         TensorRTBackend(tmp_path / "m.engine", "cpu")
 
 
+def test_backends_hand_engines_to_the_tensorrt_backend(tmp_path, monkeypatch):
+    """The registration in infer/backends.py: past the 'is TensorRT installed' check, an engine goes to
+    TensorRTBackend (which refuses the CPU here) and a missing engine says how to build one."""
+    from ppyoloe_sod.infer import backends
+
+    monkeypatch.setattr(backends, "tensorrt_available", lambda: True)
+    with pytest.raises(ConfigError, match="runs on an NVIDIA GPU, not on cpu"):
+        backends.graph_backend("tensorrt", tmp_path / "model.engine", torch.device("cpu"), {}, "fp32")
+    with pytest.raises(ConfigError, match="tools/export_trt.py EXPORT_DIR -o TRT_DIR"):
+        backends.make_tensorrt_backend(None, torch.device("cpu"))
+
+
 # ------------------------------------------------------------------------------- fp16 graph (TRT 11)
 
 @pytest.fixture(scope="module")
