@@ -34,16 +34,15 @@ from ..data.coco import read_coco
 from ..data.layout import IMAGES_DIR, annotation_path, find_dataset_root
 from ..data.loader import build_train_loader
 from ..device import parse_device, process_device
-from ..errors import ConfigError, NonFiniteLossError
+from ..errors import ConfigError, NonFiniteLossError, WeightsError, hint
 from ..fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
-from ..models import build_model
+from ..models import LoadReport, build_model, is_model_name, load_weights, weights_file
 from ..nn.detector import Detector
 from ..zoo import DEFAULT_MODEL, ModelSpec, check_input_sizes, get_spec
 from .checkpoint import (CHECKPOINT_NAME, WEIGHTS_NAME, load_checkpoint, rng_state, save_checkpoint,
                          save_model_dir, set_rng_state)
 from .losses import DetectionLoss
 from .optim import ModelEMA, WarmupCosine, build_optimizer
-from .pretrained import load_pretrained
 
 LOSS_TERMS = ("loss", "loss_cls", "loss_iou", "loss_dfl")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
@@ -322,6 +321,24 @@ def _resolve_spec(opts: TrainOptions, class_names: list[str]) -> tuple[ModelSpec
                           f"{', ...' if len(class_names) > 12 else ''}); set -o Train.num_classes="
                           f"{len(class_names)} or fix the json's 'categories'")
     return base, base.with_classes(class_names)
+
+
+def load_pretrained(net: Detector, source: str) -> LoadReport:
+    """``Train.pretrain_weight_path`` into ``net`` by the reference's partial match (``models.load_weights``).
+
+    When the published weights cannot be fetched (offline), the error also names the other starting points.
+    """
+    try:
+        path = weights_file(source, net.spec)
+    except WeightsError as e:
+        if not is_model_name(source):
+            raise
+        raise WeightsError(f"{e} Or start from a local file with " + hint(
+            python="TrainOptions(pretrain_weight_path='FILE.pdparams') (a .pdparams or .safetensors file), or "
+                   "from random initialisation with pretrain_weight_path=None.",
+            cli="-o Train.pretrain_weight_path=FILE.pdparams (a .pdparams or .safetensors file), or from "
+                "random initialisation with -o Train.pretrain_weight_path=random.")) from e
+    return load_weights(net, path, strict=False)
 
 
 def _get_spec(name: str) -> ModelSpec:

@@ -8,7 +8,8 @@ import torch
 
 from ppyoloe_sod import build_model
 from ppyoloe_sod.errors import WeightsError
-from ppyoloe_sod.train import pretrained as pre
+from ppyoloe_sod import models
+from ppyoloe_sod.models import load_weights, read_weights
 from ppyoloe_sod.train.loop import TrainOptions, train
 from ppyoloe_sod.weights.convert import torch_to_paddle
 from ppyoloe_sod.weights.pdparams import save_pdparams
@@ -47,7 +48,7 @@ def test_coco_base_into_sod_s(coco_base_file, classes):
     torch.manual_seed(0)
     model = build_model(spec)
     init = {k: v.clone() for k, v in model.state_dict().items()}
-    report = pre.load_pretrained(model, path)
+    report = load_weights(model, path, strict=False)
 
     expected = _expected_loaded(init, coco_state)
     assert set(report.loaded) == expected
@@ -78,7 +79,7 @@ def test_suffix_rule_and_safetensors_source(tmp_path):
                 if k.startswith("backbone.") and v.is_floating_point()}
     backbone["not.a.model.key"] = torch.zeros(3)
     save_safetensors(backbone, tmp_path / "bb.safetensors", {"format": "test"})
-    report = pre.load_pretrained(model, tmp_path / "bb.safetensors")
+    report = load_weights(model, tmp_path / "bb.safetensors", strict=False)
     assert len(report.loaded) == len(backbone) - 1
     assert report.unused == ["not.a.model.key"]
     assert all(k.startswith("backbone.") for k in report.loaded)
@@ -88,8 +89,9 @@ def test_suffix_rule_and_safetensors_source(tmp_path):
 def test_model_name_source_fetches_the_published_file(coco_base_file, monkeypatch):
     path, _ = coco_base_file
     asked = []
-    monkeypatch.setattr(pre, "fetch_weights", lambda url, sha=None, official=False: asked.append(url) or path)
-    state, source = pre.read_weights("PP-YOLOE_plus-S")
+    monkeypatch.setattr(models, "fetch_weights", lambda url, sha=None, official=False: asked.append(url) or path)
+    weights = read_weights("PP-YOLOE_plus-S", get_spec("PP-YOLOE_plus_SOD-S"), strict=False)
+    state, source = weights.state, str(weights.path)
     assert asked == [get_spec("PP-YOLOE_plus-S").weights_url] and source == str(path)
     assert state["yolo_head.pred_cls.0.weight"].shape == (80, 384, 3, 3)
 
@@ -98,9 +100,9 @@ def test_unrelated_or_missing_file_is_a_clear_error(tmp_path):
     model = build_model(tiny_spec())
     save_safetensors({"foo": torch.zeros(2)}, tmp_path / "x.safetensors", {"format": "test"})
     with pytest.raises(WeightsError, match="none of its 1 tensors fits"):
-        pre.load_pretrained(model, tmp_path / "x.safetensors")
+        load_weights(model, tmp_path / "x.safetensors", strict=False)
     with pytest.raises(WeightsError, match="not found"):
-        pre.load_pretrained(model, tmp_path / "missing.pdparams")
+        load_weights(model, tmp_path / "missing.pdparams", strict=False)
 
 
 def test_training_start_logs_the_summary(tmp_path):
@@ -117,3 +119,23 @@ def test_training_start_logs_the_summary(tmp_path):
     n = sum(1 for k in src.state_dict() if not k.endswith("num_batches_tracked"))
     assert f"loaded {n - 6}/{n} tensors" in log  # all but the 3 pred_cls weights + 3 biases
     assert "yolo_head.pred_cls.* (6 tensors, 80->2 classes)" in log
+
+
+def test_one_loader_strict_or_partial(tmp_path):
+    """``load_weights`` is the loader of both paths: strict refuses a file that does not cover the model (and
+    changes nothing), partial takes what fits; a full file of the model loads strictly."""
+    spec = tiny_spec()
+    model = build_model(spec)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    backbone = {k: torch.full_like(v, 0.25) for k, v in model.state_dict().items() if k.startswith("backbone.")}
+    save_safetensors(backbone, tmp_path / "bb.safetensors", {"format": "test"})
+    with pytest.raises(WeightsError, match=r"(?s)bb.safetensors: .*missing \("):
+        load_weights(model, tmp_path / "bb.safetensors", strict=True)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert len(load_weights(model, tmp_path / "bb.safetensors", strict=False).loaded) == sum(
+        1 for k in backbone if not k.endswith("num_batches_tracked"))
+    full = build_model(spec)
+    save_safetensors(full.state_dict(), tmp_path / "full.safetensors", {"format": "test"})
+    report = load_weights(model, tmp_path / "full.safetensors")
+    assert len(report.loaded) == report.total
+    assert all(torch.equal(v, full.state_dict()[k]) for k, v in model.state_dict().items())

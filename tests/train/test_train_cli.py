@@ -75,19 +75,21 @@ def test_sizes_map_from_the_config_and_are_checked_in_python_too(tmp_path):
 def test_offline_start_names_the_other_starting_points(tmp_path, monkeypatch, capsys):
     """The published weights cannot be fetched: the error keeps the download advice and adds the local-file and
     random starts, in the CLI's words on the command line and in Python's from Python."""
-    import ppyoloe_sod.train.pretrained as pretrained
+    import ppyoloe_sod.models as models
     from ppyoloe_sod.errors import interface
+    from train_synth import tiny_spec
 
     def offline(url, sha256=None, official=False):
         raise WeightsError(f"Cannot reach {url} (no network); is this machine offline, or the server down?")
 
-    monkeypatch.setattr(pretrained, "fetch_weights", offline)
+    monkeypatch.setattr(models, "fetch_weights", offline)
     make_dataset(tmp_path / "ds", n_train=2, n_val=0, size=64)
     assert main(_args(tmp_path)) == 2
     err = capsys.readouterr().err
     assert "Cannot reach" in err and "-o Train.pretrain_weight_path=FILE.pdparams" in err
     assert "-o Train.pretrain_weight_path=random" in err and "TrainOptions(" not in err
+    net = models.build_model(tiny_spec())
     with pytest.raises(WeightsError, match=r"pretrain_weight_path='FILE.pdparams'.*pretrain_weight_path=None"):
-        pretrained.read_weights("PP-YOLOE_plus_SOD-S")
+        loop_mod.load_pretrained(net, "PP-YOLOE_plus_SOD-S")
     with interface("cli"), pytest.raises(WeightsError, match="-o Train.pretrain_weight_path=random"):
-        pretrained.read_weights("PP-YOLOE_plus_SOD-S")
+        loop_mod.load_pretrained(net, "PP-YOLOE_plus_SOD-S")
