@@ -25,6 +25,7 @@ _ENTRY_POINTS = {
     "train": ("ppyoloe_sod.train.loop", "run_train"),
     "evaluate": ("ppyoloe_sod.eval.evaluate", "run_evaluate"),
     "export": ("ppyoloe_sod.export", "run_export"),
+    "serve": ("ppyoloe_sod.serve", "run_serve"),
 }
 
 _MODE_HELP = {
@@ -34,6 +35,7 @@ _MODE_HELP = {
     "evaluate": "COCO metrics of Evaluate.weight_path on the val split; <Global.output>/evaluate_result.json",
     "export": "export the model for deployment",
     "predict": "detect objects in Predict.input; results printed, JSON and drawings under Global.output",
+    "serve": "PaddleX's HTTP API for the Predict model at http://Serve.host:Serve.port, with a demo page at /",
 }
 
 _EXIT_CODES = (f"exit status: 0 done; 1 the mode ran but did not succeed (e.g. the dataset failed the check); "
@@ -51,6 +53,8 @@ _EXAMPLES = f"""examples:
       -o Global.device=cpu -o "Train.train_sizes=[320, 352]" -o Train.eval_size=320
   # evaluate what training wrote (default: <Global.output>/best_model)
   python -m ppyoloe_sod -c {EXAMPLE_CONFIG} -o Global.mode=evaluate -o Global.dataset_dir=DIR
+  # serve PaddleX's HTTP API and a demo page on port 8080 of every interface (also: ppyoloe-sod serve -c ...)
+  python -m ppyoloe_sod -c {EXAMPLE_CONFIG} -o Global.mode=serve -o Serve.host=0.0.0.0
 """
 
 
@@ -140,6 +144,9 @@ def dispatch(cfg: Config) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["serve"]:  # `ppyoloe-sod serve -c CONFIG ...` is `... -o Global.mode=serve`
+        argv = [*argv[1:], "-o", "Global.mode=serve"]
     args = _parser().parse_args(argv)
     setup_logging()
     try:

@@ -21,7 +21,7 @@ import yaml
 from .errors import ConfigError
 from .zoo import SIZE_MULTIPLE, UnknownModelError, check_input_sizes, get_spec, list_models
 
-MODES = ("check_dataset", "train", "evaluate", "export", "predict")
+MODES = ("check_dataset", "train", "evaluate", "export", "predict", "serve")
 OFFICIAL = "official"  # Evaluate.weight_path value meaning the published weights
 
 
@@ -152,6 +152,24 @@ class PredictConfig:
 
 
 @dataclass
+class ServeConfig:
+    """Global.mode=serve: PaddleX's HTTP API for the model that Predict loads (Predict.model_dir, threshold, ...)."""
+
+    host: str = key("127.0.0.1", "address to listen on; 0.0.0.0 accepts connections from other machines", ours=True)
+    port: int = key(8080, "TCP port (PaddleX's default); 0: any free port (the log says which)", ours=True)
+    workers: int = key(1, "server processes, each with its own copy of the model", ours=True)
+    max_batch_size: int = key(8, "requests run together in one forward at most; 1: no batching", ours=True)
+    max_wait_ms: float = key(5.0, "how long the first request of a batch waits for others to join", ours=True)
+    max_queue: int = key(64, "requests waiting for the model at most (per process); more are answered 503",
+                         ours=True)
+    visualize: bool = key(True, "return the drawing when a request leaves visualize unset (PaddleX's default)",
+                          ours=True)
+    max_body_mb: float = key(140.0, "largest request body in MiB (base64 makes a file 4/3 larger); larger is "
+                                    "answered 413", ours=True)
+    url_timeout_s: float = key(30.0, "deadline for downloading an image given by URL", ours=True)
+
+
+@dataclass
 class Config:
     Global: GlobalConfig = section(GlobalConfig, "read by every mode")
     CheckDataset: CheckDatasetConfig = section(CheckDatasetConfig, "read by Global.mode=check_dataset")
@@ -159,6 +177,7 @@ class Config:
     Evaluate: EvaluateConfig = section(EvaluateConfig, "read by Global.mode=evaluate")
     Export: ExportConfig = section(ExportConfig, "read by Global.mode=export")
     Predict: PredictConfig = section(PredictConfig, "read by Global.mode=predict")
+    Serve: ServeConfig = section(ServeConfig, "read by Global.mode=serve (with Predict's model keys)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

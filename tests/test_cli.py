@@ -87,10 +87,10 @@ def test_errors_are_reported_not_raised(tmp_path, capsys):
 
 
 def test_python_dash_m_entry_point():
-    proc = subprocess.run([sys.executable, "-m", "ppyoloe_sod", "-c", CONFIG, "-o", "Global.mode=serve"],
+    proc = subprocess.run([sys.executable, "-m", "ppyoloe_sod", "-c", CONFIG, "-o", "Global.mode=deploy"],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == cli.EXIT_ERROR
-    assert "Global.mode is 'serve'" in proc.stderr
+    assert "Global.mode is 'deploy'" in proc.stderr
 
 
 def _help(main, argv) -> str:

@@ -84,7 +84,7 @@ def test_parse_value():
     ("Train.batch_size=2.5", "Train.batch_size: expected int"),
     ("CheckDataset.split.enable=yes please", "CheckDataset.split.enable: expected bool"),
     ("Predict.threshold={'car': 0.3}", "Predict.threshold"),
-    ("Global.mode=serve", "Global.mode is 'serve'; use one of check_dataset, train"),
+    ("Global.mode=deploy", "Global.mode is 'deploy'; use one of check_dataset, train"),
     ("Train.epochs_iters=0", "Train.epochs_iters must be >= 1"),
     ("Evaluate.batch_size=0", "Evaluate.batch_size must be >= 1"),
     ("Predict.batch_size=-1", "Predict.batch_size must be >= 1"),
@@ -100,8 +100,8 @@ def test_bad_yaml_files(tmp_path):
     (tmp_path / "typo.yaml").write_text("Global:\n  model: PP-YOLOE_plus_SOD-S\n  ouput: out\n")
     with pytest.raises(ConfigError, match=r"typo.yaml.*'ouput' in Global; valid keys: model, mode"):
         load_config(tmp_path / "typo.yaml")
-    (tmp_path / "section.yaml").write_text("Serve:\n  port: 1\n")
-    with pytest.raises(ConfigError, match="'Serve'.*Global, CheckDataset, Train"):
+    (tmp_path / "section.yaml").write_text("Deploy:\n  port: 1\n")
+    with pytest.raises(ConfigError, match="'Deploy'.*Global, CheckDataset, Train"):
         load_config(tmp_path / "section.yaml")
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="top level"):
