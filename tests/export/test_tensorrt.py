@@ -18,7 +18,7 @@ import torch
 from ppyoloe_sod.errors import ConfigError, WeightsError
 from ppyoloe_sod.export.config import ExportedModelConfig, write_model_config
 from ppyoloe_sod.export.tensorrt import (BuildPlan, EngineSidecar, RuntimeInfo, ShapeProfile, build_plan,
-                                         check_engine_compatible, export_tensorrt, make_profile, parse_size,
+                                         check_engine_compatible, make_profile, parse_size,
                                          parse_triple, read_sidecar, sidecar_path, verify_engine_file, write_sidecar)
 from ppyoloe_sod.infer.tensorrt_backend import TensorRTBackend, check_input_shape, torch_dtype
 from ppyoloe_sod.weights.store import sha256_file
