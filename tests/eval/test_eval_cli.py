@@ -67,7 +67,7 @@ def sparse_weights(tmp_path_factory) -> tuple[Path, Path]:
     from ppyoloe_sod.models import build_model
 
     folder = tmp_path_factory.mktemp("sparse")
-    with torch.random.fork_rng():
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SPARSE_SEED)
         detector = randomize_detector(build_model("PP-YOLOE_plus_SOD-S"), seed=SPARSE_SEED)
     with torch.no_grad():

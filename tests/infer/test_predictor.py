@@ -218,6 +218,7 @@ def test_real_model_thresholds_and_batch_equivalence(small_predictor):
     for a, b in zip(everything, one_by_one):
         a_boxes = [x for x in a.boxes if x["score"] > 0.3]
         # Batched float32 convolutions differ from single ones by ~1e-5: no box sits that close to 0.3 here.
+        assert all(abs(x["score"] - 0.3) > 1e-3 for x in a.boxes)
         assert len(a_boxes) == len(b.boxes) > 0
         _assert_same_boxes(a_boxes, b.boxes, score_tol=1e-4, coord_tol=2e-2)
     # Thresholding only filters the NMS output (order kept): compare with filtering the threshold-0 result.
@@ -264,7 +265,9 @@ def test_gray_rgba_16bit_files_work(small_predictor, tmp_path):
     cv2.imwrite(str(tmp_path / "rgba.png"), np.dstack([bgr, np.full(gray.shape, 128, np.uint8)]))
     cv2.imwrite(str(tmp_path / "deep.png"), bgr.astype(np.uint16) * 256)
     inputs = [bgr, str(tmp_path / "gray.png"), str(tmp_path / "rgba.png"), str(tmp_path / "deep.png")]
-    results = list(small_predictor.predict(inputs, batch_size=4, threshold=0.3))
+    # One image per forward: identical inputs then give bit-identical scores on any CPU (positions in one batch may
+    # round differently, and a box here scores within 1e-4 of 0.3).
+    results = list(small_predictor.predict(inputs, batch_size=1, threshold=0.3))
     assert len(results[0].boxes) > 0
     for res in results[1:]:
         assert res.input_img.shape == (256, 320, 3)
