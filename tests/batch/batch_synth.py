@@ -1,0 +1,36 @@
+"""Test images and a worker that kills its own process once, for the Ray batch-inference tests."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+
+from infer.infer_synth import scene
+from ppyoloe_sod.batch.ray_predict import DetectWorker
+
+
+def write_scenes(folder: Path, sizes: dict[str, tuple[int, int]]) -> list[Path]:
+    """PNG street scenes ``folder/<relative name>`` of the given (h, w), each with its own seed."""
+    paths = []
+    for seed, (name, (h, w)) in enumerate(sizes.items()):
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), scene(h, w, seed=seed + 1))
+        paths.append(path)
+    return paths
+
+
+class DiesOnceWorker(DetectWorker):
+    """Kills its actor's process on its first batch (the process exits; Ray sees a dead actor), then works.
+
+    The first call anywhere creates ``marker`` and exits; Ray restarts the actor and runs the batch again.
+    """
+
+    marker: str = ""
+
+    def __call__(self, batch):
+        if not os.path.exists(self.marker):
+            Path(self.marker).write_text("died once\n")
+            os._exit(1)
+        return super().__call__(batch)
