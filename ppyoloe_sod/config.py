@@ -133,6 +133,17 @@ class KernelOptionConfig:
 
 
 @dataclass
+class RaySection:
+    num_workers: int = key(1, "Ray actors, each holding the model", ours=True)
+    batch_size: int = key(1, "images per actor call and per forward", ours=True)
+    num_gpus_per_worker: float = key(0, "GPUs per actor: 0 runs on CPUs, 1 gives each actor a GPU, 0.5 lets two "
+                                        "share one", ours=True)
+    num_cpus_per_worker: float = key(1, "CPUs reserved per actor", ours=True)
+    output_format: str = key("json", "json (one <stem>_res.json per image, as the local engine writes) or parquet",
+                             ours=True)
+
+
+@dataclass
 class PredictConfig:
     batch_size: int = key(1, "images per batch")
     model_dir: str | None = key(None, "weights: a .safetensors/.pdparams file or a folder holding one (e.g. "
@@ -149,6 +160,9 @@ class PredictConfig:
                                               "the file header before decoding); null: no limit", ours=True)
     print: str = key("summary", "what to print per image: summary (one line), full (the result's JSON, as "
                                 "PaddleX does) or none", ours=True)
+    engine: str = key("local", "local (this process) or ray (Ray Data actors: the cluster at RAY_ADDRESS, else a "
+                               "local Ray; pip install 'ppyoloe-sod[ray]')", ours=True)
+    ray: RaySection = section(RaySection, "the actor pool of Predict.engine=ray (ppyoloe_sod.batch.predict_ray)")
 
 
 @dataclass

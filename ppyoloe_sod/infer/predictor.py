@@ -236,6 +236,10 @@ def run_predict(cfg: Any) -> int:
     if p.print not in PRINT_MODES:
         raise ConfigError(f"Predict.print is {p.print!r}; use summary (one line per image), full (each result's "
                           f"JSON, as PaddleX prints it) or none.")
+    if p.engine != "local":  # Predict.engine=ray: Ray Data actors (ppyoloe_sod.batch), which checks the value
+        from ..batch.ray_predict import run_predict_ray
+
+        return run_predict_ray(cfg)
     use_hpip = bool(p.use_hpip) or str(p.kernel_option.run_mode).lower() in ("onnxruntime", "ort")
     model = create_model(cfg.Global.model, model_dir=p.model_dir, device=cfg.Global.device,
                          threshold=p.threshold, use_hpip=use_hpip, max_pixels=p.max_pixels)
