@@ -129,7 +129,8 @@ class ExportConfig:
 
 @dataclass
 class KernelOptionConfig:
-    run_mode: str = key("paddle", "accepted for PaddleX's configs; onnxruntime acts as Predict.use_hpip=true")
+    run_mode: str = key("paddle", "accepted for PaddleX's configs; onnxruntime or openvino: Predict.use_hpip=true "
+                                  "on that backend")
 
 
 @dataclass
@@ -154,7 +155,8 @@ class PredictConfig:
     threshold: float | dict[int, float] | None = key(
         None, "score threshold of the results: a float, or per class {0: 0.4, 3: 0.6} (other classes 0.5); "
               "null: 0.5", ours=True)
-    use_hpip: bool = key(False, "run the network under ONNX Runtime (exported once and cached)", ours=True)
+    use_hpip: bool = key(False, "run the network on the fastest float32 backend installed (OpenVINO, then ONNX "
+                                "Runtime on a CPU; exported once and cached) and say which", ours=True)
     # ours: the pixel guard and the report of predict (ppyoloe_sod.infer.predictor.run_predict)
     max_pixels: int | None = key(178_956_970, "refuse images above this many pixels (width * height, read from "
                                               "the file header before decoding); null: no limit", ours=True)

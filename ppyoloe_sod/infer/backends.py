@@ -315,6 +315,17 @@ def tensorrt_available() -> bool:
     return _installed("tensorrt")
 
 
+# Predict.kernel_option.run_mode values (PaddleX's engine option) that name one of our graph backends
+RUN_MODE_BACKENDS = {"onnxruntime": "onnxruntime", "ort": "onnxruntime", "openvino": "openvino"}
+
+
+def hpi_config_for_run_mode(run_mode: str | None) -> dict[str, str] | None:
+    """The hpi_config a ``run_mode`` asks for (``onnxruntime`` / ``ort`` / ``openvino``), None for the others
+    (``paddle`` and PaddleX's own modes: the PyTorch path)."""
+    backend = RUN_MODE_BACKENDS.get(str(run_mode).lower())
+    return {"backend": backend} if backend else None
+
+
 def auto_backend(device: torch.device) -> str:
     """The fastest backend installed here that keeps float32 results: OpenVINO, then ONNX Runtime on a CPU
     (measured on x86 with AVX-512/AMX; see the README); on a GPU torch (a TensorRT backend is not part of

@@ -27,7 +27,7 @@ from ..export.config import is_export_dir
 from ..export.load import open_export
 from ..imageio import DEFAULT_MAX_PIXELS, PixelLimit
 from ..nn.detector import Detector
-from .backends import Backend, make_backend
+from .backends import Backend, hpi_config_for_run_mode, make_backend
 from .result import DetResult, distinct_names, printable
 
 Threshold = float | Mapping[int, float] | None
@@ -240,9 +240,10 @@ def run_predict(cfg: Any) -> int:
         from ..batch.ray_predict import run_predict_ray
 
         return run_predict_ray(cfg)
-    use_hpip = bool(p.use_hpip) or str(p.kernel_option.run_mode).lower() in ("onnxruntime", "ort")
+    run_mode_hpi = hpi_config_for_run_mode(p.kernel_option.run_mode)
     model = create_model(cfg.Global.model, model_dir=p.model_dir, device=cfg.Global.device,
-                         threshold=p.threshold, use_hpip=use_hpip, max_pixels=p.max_pixels)
+                         threshold=p.threshold, use_hpip=bool(p.use_hpip) or run_mode_hpi is not None,
+                         max_pixels=p.max_pixels, hpi_config=run_mode_hpi)
     out = Path(cfg.Global.output)
     count = 0
     try:

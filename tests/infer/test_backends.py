@@ -176,3 +176,29 @@ def test_tensorrt_backend_says_what_is_missing(random_detector, monkeypatch):
     monkeypatch.setattr(backends, "tensorrt_available", lambda: False)
     with pytest.raises(ConfigError, match="needs TensorRT, which is not installed: pip install tensorrt"):
         make_backend(random_detector, torch.device("cpu"), use_hpip=True, hpi_config={"backend": "tensorrt"})
+
+
+@pytest.mark.parametrize("run_mode, hpi_config", [("onnxruntime", {"backend": "onnxruntime"}),
+                                                  ("ORT", {"backend": "onnxruntime"}),
+                                                  ("openvino", {"backend": "openvino"}), ("paddle", None)])
+def test_run_mode_names_the_backend_use_hpip_runs(run_mode, hpi_config, monkeypatch, tmp_path):
+    """Predict.kernel_option.run_mode=onnxruntime keeps meaning ONNX Runtime now that use_hpip alone may pick
+    OpenVINO."""
+    from ppyoloe_sod.config import load_config
+    from ppyoloe_sod.infer import predictor
+
+    class Stop(Exception):
+        pass
+
+    seen = {}
+
+    def fake_create_model(model_name, **kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(predictor, "create_model", fake_create_model)
+    cfg = load_config(None, ["Predict.input=x.png", f"Predict.kernel_option.run_mode={run_mode}",
+                             f"Global.output={tmp_path}"])
+    with pytest.raises(Stop):
+        predictor.run_predict(cfg)
+    assert seen["hpi_config"] == hpi_config and seen["use_hpip"] is (hpi_config is not None)
