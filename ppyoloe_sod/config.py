@@ -23,6 +23,7 @@ from .zoo import SIZE_MULTIPLE, UnknownModelError, check_input_sizes, get_spec, 
 
 MODES = ("check_dataset", "train", "evaluate", "export", "predict", "serve")
 OFFICIAL = "official"  # Evaluate.weight_path value meaning the published weights
+AMP_MODES = ("auto", "bf16", "fp16", "off")  # Train.amp
 
 
 def key(default: Any, help: str, ours: bool = False) -> Any:
@@ -71,6 +72,10 @@ class CheckDatasetConfig:
 
 @dataclass
 class TrainConfig:
+    """The options of a training run, defined once: the ``Train`` keys of a config file, and what Python passes
+    to ``ppyoloe_sod.train.launch.train`` (``TrainConfig(epochs_iters=20, batch_size=8)``). :meth:`check` is
+    their one validator; ``load_config`` runs it, and so does training for a config built in Python."""
+
     num_classes: int | None = key(None, "classes in the dataset; null: those of instance_train.json (a "
                                         "different number is an error)")
     epochs_iters: int = key(50, "epochs to train")
@@ -79,21 +84,24 @@ class TrainConfig:
                                             "model's reference rate")
     pretrain_weight_path: str | None = key(
         None, "starting weights: a .pdparams/.safetensors file, a folder holding one, a URL or a model name; "
-              "null: the published weights of Global.model (downloaded once); random: random initialisation")
-    warmup_steps: int | None = key(None, "iterations of linear learning-rate warmup; null: one epoch")
+              "null: the published weights of Global.model (downloaded once; a custom model built in Python has "
+              "none and starts from random initialisation); random: random initialisation")
+    warmup_steps: int | None = key(None, "iterations of linear learning-rate warmup; null: one epoch (the "
+                                         "reference recipe)")
     resume_path: str | None = key(None, "continue a stopped run: its output folder or its checkpoint.pt")
     log_interval: int = key(10, "log the losses every this many iterations")
     eval_interval: int = key(1, "evaluate on instance_val.json every this many epochs (and after the last)")
-    seed: int | None = key(None, "random seed of initialisation, data order and augmentation; null: 0", ours=True)
-    num_workers: int | None = key(None, "data-loading worker processes; null: 2", ours=True)
-    amp: str | None = key(None, "mixed precision on CUDA: auto, bf16, fp16 or off; null: auto", ours=True)
+    seed: int = key(0, "random seed of initialisation, data order and augmentation", ours=True)
+    num_workers: int = key(2, "data-loading worker processes (0: load in the training process)", ours=True)
+    amp: str = key("auto", "mixed precision on CUDA: " + ", ".join(AMP_MODES) + " (auto: bf16 where the GPU has "
+                           "it, else fp16; the CPU always trains in float32)", ours=True)
     channels_last: bool | None = key(None, "channels-last memory layout; null: on where mixed precision runs",
                                      ours=True)
-    eval_batch_size: int | None = key(None, "batch size of the evaluations during training; null: 1", ours=True)
+    eval_batch_size: int = key(1, "batch size of the evaluations during training", ours=True)
     max_iters: int | None = key(None, "stop after this many iterations in all (quick trials); null: no limit",
                                 ours=True)
-    cosine_epochs: int | None = key(None, "epochs over which the learning rate decays; null: 96 (the "
-                                          "reference's), or epochs_iters when larger", ours=True)
+    cosine_epochs: int = key(96, "epochs over which the learning rate decays: 96 is the reference's (it trains "
+                                 "80); epochs_iters when that is larger", ours=True)
     train_sizes: list[int] | None = key(
         None, f"square training sizes, one drawn per batch, each a multiple of {SIZE_MULTIPLE}; null: the model's "
               "reference list (320..768 step 32; 1024..1920 step 64 for largesize-L); e.g. [96, 128] to "
@@ -101,6 +109,29 @@ class TrainConfig:
     eval_size: int | None = key(
         None, f"input size of the evaluations during training, a multiple of {SIZE_MULTIPLE}; null: the model's "
               "input size (640; 1920 for largesize-L), which predict and evaluate always use", ours=True)
+
+    def check(self) -> None:
+        """A ConfigError naming ``Train.<key>`` for a value of the wrong type or out of range."""
+        hints = _hints(TrainConfig)
+        for f in dataclasses.fields(self):
+            _check(getattr(self, f.name), hints[f.name], f"Train.{f.name}")
+        for name in ("epochs_iters", "batch_size", "log_interval", "eval_interval", "eval_batch_size",
+                     "cosine_epochs", "num_classes", "max_iters"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"Train.{name} must be >= 1, got {value}")
+        for name in ("warmup_steps", "num_workers"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ConfigError(f"Train.{name} must be >= 0, got {value}")
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            raise ConfigError(f"Train.learning_rate must be a positive number, got {self.learning_rate}")
+        if self.amp not in AMP_MODES:
+            raise ConfigError(f"Train.amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
+        if self.train_sizes is not None:
+            check_input_sizes("Train.train_sizes", self.train_sizes)
+        if self.eval_size is not None:
+            check_input_sizes("Train.eval_size", [self.eval_size])
 
 
 @dataclass
@@ -384,19 +415,12 @@ def _validate(cfg: Config, source: str) -> None:
     except UnknownModelError:
         raise ConfigError(f"{source}: Global.model is {cfg.Global.model!r}, which is not a published model; use "
                           f"one of {', '.join(list_models())}") from None
-    for name in ("batch_size", "epochs_iters", "log_interval", "eval_interval"):
-        value = getattr(cfg.Train, name)
-        if value < 1:
-            raise ConfigError(f"{source}: Train.{name} must be >= 1, got {value}")
     for section_name, name in (("Evaluate", "batch_size"), ("Evaluate", "log_interval"), ("Predict", "batch_size")):
         value = getattr(getattr(cfg, section_name), name)
         if value < 1:
             raise ConfigError(f"{source}: {section_name}.{name} must be >= 1, got {value}")
     try:
-        if cfg.Train.train_sizes is not None:
-            check_input_sizes("Train.train_sizes", cfg.Train.train_sizes)
-        if cfg.Train.eval_size is not None:
-            check_input_sizes("Train.eval_size", [cfg.Train.eval_size])
+        cfg.Train.check()
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
 

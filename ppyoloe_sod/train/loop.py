@@ -1,7 +1,7 @@
 """The training run: PP-YOLOE+ SOD's recipe in plain PyTorch, from a dataset folder to saved models.
 
-``train(TrainOptions(...))`` is the Python API; ``run_train(cfg)`` maps a PaddleX-style config onto it (the CLI
-path). One iteration (:class:`Trainer.step`): LR of the warmup-cosine schedule for that iteration, forward under
+``train(TrainConfig(...), dataset_dir)`` is the Python API and ``run_train(cfg)`` the CLI's (a loaded config); the
+options are ``config.TrainConfig``, the ``Train`` keys of a config file. One iteration (:class:`Trainer.step`): LR of the warmup-cosine schedule for that iteration, forward under
 AMP (CUDA only), loss, a finite-loss check, backward, SGD step, EMA update. Once per epoch: evaluation of the
 EMA weights on ``instance_val.json`` (every ``eval_interval`` epochs and at the end), ``latest/`` and, when the
 mAP improves, ``best_model/`` (EMA weights, as the reference saves), then the resumable checkpoint and
@@ -30,6 +30,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from ..config import AMP_MODES, Config, GlobalConfig, TrainConfig, dump_config
 from ..data.coco import read_coco
 from ..data.layout import IMAGES_DIR, annotation_path, find_dataset_root
 from ..data.loader import build_train_loader
@@ -38,92 +39,17 @@ from ..errors import ConfigError, NonFiniteLossError, WeightsError, hint
 from ..fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ..models import LoadReport, build_model, is_model_name, load_weights, weights_file
 from ..nn.detector import Detector
-from ..zoo import DEFAULT_MODEL, ModelSpec, check_input_sizes, get_spec
+from ..zoo import DEFAULT_MODEL, ModelSpec, get_spec
 from .checkpoint import (CHECKPOINT_NAME, WEIGHTS_NAME, load_checkpoint, rng_state, save_checkpoint,
                          save_model_dir, set_rng_state)
 from .losses import DetectionLoss
 from .optim import ModelEMA, WarmupCosine, build_optimizer
 
 LOSS_TERMS = ("loss", "loss_cls", "loss_iou", "loss_dfl")
-AMP_MODES = ("auto", "bf16", "fp16", "off")
 REFERENCE_COSINE_EPOCHS = 96
 STARVED_STEPS = 20  # consecutive steps with ground truth but no positive anchor before a warning
 CURVES_NAME = "train_curves.png"
 log = logging.getLogger("ppyoloe_sod.train")
-
-
-@dataclass
-class TrainOptions:
-    """Everything a training run needs; PaddleX's ``Train`` keys keep their names where they exist.
-
-    ``model``: a published model name or a :class:`ModelSpec` (custom architectures, tests).
-    ``num_classes``: None takes the class count of ``instance_train.json``; a different value is an error.
-    ``learning_rate``: None uses the model's reference base LR. ``warmup_steps``: iterations of linear warmup;
-    None means one epoch (the reference; PaddleX's DetTrainer never applies its ``warmup_steps`` key, we do).
-    ``cosine_epochs``: the cosine horizon (the reference decays over 96 epochs although it trains 80).
-    ``device``: 'cpu', 'gpu', 'gpu:0', 'gpu:0,1' (one process per GPU) or 'cuda:N'.
-    ``amp``: 'auto' (bf16 where the GPU supports it, else fp16; off on the CPU), 'bf16', 'fp16' or 'off'.
-    ``max_iters``: stop after this many iterations in all (smoke runs); the partial epoch counts as done.
-    ``train_sizes``: the square multi-scale sizes, one drawn per batch; None: the model's reference list.
-    ``eval_size``: the input size of the evaluations during training; None: the model's input size (the size
-    ``predict`` and ``evaluate`` use, whatever this is).
-    """
-
-    dataset_dir: str
-    output: str = "output"
-    model: str | ModelSpec = DEFAULT_MODEL
-    num_classes: int | None = None
-    epochs: int = 50
-    batch_size: int = 2
-    learning_rate: float | None = None
-    warmup_steps: int | None = None
-    cosine_epochs: int = REFERENCE_COSINE_EPOCHS
-    log_interval: int = 10
-    eval_interval: int = 1
-    pretrain_weight_path: str | None = None
-    resume_path: str | None = None
-    device: str = "cpu"
-    seed: int = 0
-    num_workers: int = 2
-    amp: str = "auto"
-    channels_last: bool | None = None  # None: on where AMP runs (CUDA)
-    ema_decay: float = 0.9998
-    eval_batch_size: int = 1
-    train_sizes: tuple[int, ...] | None = None  # None: the model's multi-scale list
-    eval_size: int | None = None  # None: the model's input size
-    max_iters: int | None = None
-    progress: bool = True
-
-    def check(self) -> None:
-        def positive(name: str, value: Any, allow_none: bool = False) -> None:
-            if value is None and allow_none:
-                return
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"Train.{name} must be a positive integer, got {value!r}")
-        for name in ("epochs", "batch_size", "log_interval", "eval_interval", "eval_batch_size", "cosine_epochs"):
-            positive(name, getattr(self, name))
-        positive("num_classes", self.num_classes, allow_none=True)
-        positive("max_iters", self.max_iters, allow_none=True)
-        if self.warmup_steps is not None and (not isinstance(self.warmup_steps, int) or self.warmup_steps < 0):
-            raise ConfigError(f"Train.warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
-        if self.learning_rate is not None and not (isinstance(self.learning_rate, (int, float))
-                                                   and self.learning_rate > 0):
-            raise ConfigError(f"Train.learning_rate must be a positive number, got {self.learning_rate!r}")
-        if self.amp not in AMP_MODES:
-            raise ConfigError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
-        if not isinstance(self.num_workers, int) or self.num_workers < 0:
-            raise ConfigError(f"num_workers must be an integer >= 0, got {self.num_workers!r}")
-        if self.train_sizes is not None:
-            check_input_sizes("Train.train_sizes", self.train_sizes)
-        if self.eval_size is not None:
-            check_input_sizes("Train.eval_size", [self.eval_size])
-
-    def as_dict(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        out["model"] = self.model.name if isinstance(self.model, ModelSpec) else self.model
-        if out.get("train_sizes") is not None:
-            out["train_sizes"] = list(out["train_sizes"])
-        return out
 
 
 # ------------------------------------------------------------------------------------------------ devices
@@ -312,15 +238,26 @@ def _setup_logging(out: Path, rank: int) -> list[logging.Handler]:
     return handlers
 
 
-def _resolve_spec(opts: TrainOptions, class_names: list[str]) -> tuple[ModelSpec, ModelSpec]:
-    """(the published spec, the spec trained here with the dataset's classes)."""
-    base = opts.model if isinstance(opts.model, ModelSpec) else _get_spec(opts.model)
-    if opts.num_classes is not None and opts.num_classes != len(class_names):
-        raise ConfigError(f"Train.num_classes is {opts.num_classes}, but the training annotations list "
+def _resolve_spec(base: ModelSpec, num_classes: int | None, class_names: list[str]) -> ModelSpec:
+    """The spec trained here: ``base`` with the dataset's classes (``Train.num_classes`` must agree)."""
+    if num_classes is not None and num_classes != len(class_names):
+        raise ConfigError(f"Train.num_classes is {num_classes}, but the training annotations list "
                           f"{len(class_names)} categories ({', '.join(class_names[:12])}"
                           f"{', ...' if len(class_names) > 12 else ''}); set -o Train.num_classes="
                           f"{len(class_names)} or fix the json's 'categories'")
-    return base, base.with_classes(class_names)
+    return base.with_classes(class_names)
+
+
+def pretrain_source(train: TrainConfig, base: ModelSpec) -> str | None:
+    """What ``Train.pretrain_weight_path`` starts from; None: random initialisation.
+
+    Unset: the published weights of the model (PaddleX's rule), or random for a model without any (a custom
+    spec built in Python); ``random`` (or ``scratch``, ``none``): random.
+    """
+    source = train.pretrain_weight_path
+    if source is None or not source.strip():
+        return base.name if is_model_name(base.name) else None
+    return None if source.strip().lower() in NO_PRETRAIN else source
 
 
 def load_pretrained(net: Detector, source: str) -> LoadReport:
@@ -334,8 +271,8 @@ def load_pretrained(net: Detector, source: str) -> LoadReport:
         if not is_model_name(source):
             raise
         raise WeightsError(f"{e} Or start from a local file with " + hint(
-            python="TrainOptions(pretrain_weight_path='FILE.pdparams') (a .pdparams or .safetensors file), or "
-                   "from random initialisation with pretrain_weight_path=None.",
+            python="TrainConfig(pretrain_weight_path='FILE.pdparams') (a .pdparams or .safetensors file), or "
+                   "from random initialisation with pretrain_weight_path='random'.",
             cli="-o Train.pretrain_weight_path=FILE.pdparams (a .pdparams or .safetensors file), or from "
                 "random initialisation with -o Train.pretrain_weight_path=random.")) from e
     return load_weights(net, path, strict=False)
@@ -348,71 +285,74 @@ def _get_spec(name: str) -> ModelSpec:
         raise ConfigError(str(e.args[0])) from None
 
 
-def _config_yaml(opts: TrainOptions, config: Mapping[str, Any] | None) -> str:
-    import yaml
+def train(options: TrainConfig, dataset_dir: str | os.PathLike, *, output: str | os.PathLike = "output",
+          model: str | ModelSpec = DEFAULT_MODEL, device: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """Train ``model`` on ``dataset_dir`` as ``options`` say; returns the train_result.json content.
 
-    doc = dict(config) if config is not None else {"Train": opts.as_dict()}
-    return yaml.safe_dump(_plain(doc), sort_keys=False, allow_unicode=True)
-
-
-def _plain(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        obj = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    return str(obj)
-
-
-def train(opts: TrainOptions, config: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Train as ``opts`` says; returns the train_result.json content.
-
-    Under ``torchrun`` (``WORLD_SIZE`` > 1) this process trains its rank; ``device='gpu:0,1'`` starts one
-    process per GPU itself. ``config``: the full config to record as ``config.yaml`` (default: ``opts``).
+    ``model``: a published model name or a :class:`ModelSpec` (custom architectures, tests). ``device``: as
+    ``Global.device`` (None: the first GPU, else the CPU); ``gpu:0,1`` starts one process per GPU, and under
+    ``torchrun`` this process trains its rank. ``progress``: the progress bar.
     """
-    opts.check()
+    name = model.name if isinstance(model, ModelSpec) else str(model)
+    cfg = Config(Global=GlobalConfig(model=name, mode="train", dataset_dir=str(dataset_dir), device=device,
+                                     output=str(output)), Train=options)
+    return launch(cfg, model if isinstance(model, ModelSpec) else None, progress)
+
+
+def run_train(cfg: Config) -> dict[str, Any]:
+    """``Global.mode=train``: train from a loaded config; returns the train_result.json content."""
+    return launch(cfg)
+
+
+def launch(cfg: Config, spec: ModelSpec | None = None, progress: bool = True) -> dict[str, Any]:
+    """Check the options, then train in this process, in one process per listed GPU, or as a torchrun rank."""
+    cfg.Train.check()
+    if not cfg.Global.dataset_dir:
+        raise ConfigError("Global.dataset_dir is not set; pass -o Global.dataset_dir=DIR (the folder with images/ "
+                          "and annotations/instance_train.json)")
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    request = parse_device(opts.device)
+    request = parse_device(cfg.Global.device)
     gpus = torch.cuda.device_count() if request.kind == "cuda" else 0
     if world > 1:  # started by torchrun: this process trains one rank
         device = process_device(request, int(os.environ.get("LOCAL_RANK", "0")), gpus)
-        return train_process(opts, int(os.environ["RANK"]), world, device, config).summary
+        return train_process(cfg, int(os.environ["RANK"]), world, device, spec, progress).summary
     if len(request.ids) > 1:
         import torch.multiprocessing as mp
 
         for local_rank in range(len(request.ids)):  # every listed GPU exists, before any process starts
             process_device(request, local_rank, gpus)
         port = _free_port()
-        mp.spawn(_spawn_entry, args=(opts, list(request.ids), port, config), nprocs=len(request.ids), join=True)
+        mp.spawn(_spawn_entry, args=(cfg, spec, progress, list(request.ids), port), nprocs=len(request.ids),
+                 join=True)
         import json
-        return json.loads((Path(opts.output) / "train_result.json").read_text(encoding="utf-8"))
-    return train_process(opts, 0, 1, process_device(request, 0, gpus), config).summary
+        return json.loads((Path(cfg.Global.output) / "train_result.json").read_text(encoding="utf-8"))
+    return train_process(cfg, 0, 1, process_device(request, 0, gpus), spec, progress).summary
 
 
-def _spawn_entry(local_rank: int, opts: TrainOptions, ids: list[int], port: int,
-                 config: Mapping[str, Any] | None) -> None:
+def _spawn_entry(local_rank: int, cfg: Config, spec: ModelSpec | None, progress: bool, ids: list[int],
+                 port: int) -> None:
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(local_rank),
                        "LOCAL_RANK": str(local_rank), "WORLD_SIZE": str(len(ids))})
-    train_process(opts, local_rank, len(ids), torch.device("cuda", ids[local_rank]), config)
+    train_process(cfg, local_rank, len(ids), torch.device("cuda", ids[local_rank]), spec, progress)
 
 
-def train_process(opts: TrainOptions, rank: int, world_size: int, device: torch.device,
-                  config: Mapping[str, Any] | None = None) -> TrainRun:
-    """The training of one process (rank ``rank`` of ``world_size``; process group from the environment)."""
-    opts.check()
+def train_process(cfg: Config, rank: int, world_size: int, device: torch.device, spec: ModelSpec | None = None,
+                  progress: bool = True) -> TrainRun:
+    """The training of one process (rank ``rank`` of ``world_size``; process group from the environment).
+
+    ``spec``: the model to train when it is not the published ``Global.model`` (a custom :class:`ModelSpec`).
+    """
+    cfg.Train.check()
     own_group = False
     if world_size > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world_size)
         own_group = True
-    out = Path(opts.output)
+    out = Path(cfg.Global.output)
     handlers = _setup_logging(out, rank)
     try:
-        return _Run(opts, rank, world_size, device, out, config).run()
+        return _Run(cfg, spec or _get_spec(cfg.Global.model), progress, rank, world_size, device, out).run()
     except NonFiniteLossError as e:
         log.error("%s", e)
         raise
@@ -427,9 +367,10 @@ def train_process(opts: TrainOptions, rank: int, world_size: int, device: torch.
 class _Run:
     """One process's training run, split into steps small enough to read."""
 
-    def __init__(self, opts: TrainOptions, rank: int, world: int, device: torch.device, out: Path,
-                 config: Mapping[str, Any] | None):
-        self.opts, self.rank, self.world, self.device, self.out, self.config = opts, rank, world, device, out, config
+    def __init__(self, cfg: Config, base: ModelSpec, progress: bool, rank: int, world: int, device: torch.device,
+                 out: Path):
+        self.cfg, self.opts, self.base, self.progress = cfg, cfg.Train, base, progress
+        self.rank, self.world, self.device, self.out = rank, world, device, out
         self.main = rank == 0
         self.best: dict[str, Any] | None = None
         self.last_metrics: dict[str, Any] | None = None
@@ -441,7 +382,7 @@ class _Run:
 
     # ------------------------------------------------------------------ setup
     def _data(self) -> None:
-        root = find_dataset_root(self.opts.dataset_dir)
+        root = find_dataset_root(self.cfg.Global.dataset_dir)
         self.image_dir = root / IMAGES_DIR
         self.train_data = read_coco(annotation_path(root, "train"), self.image_dir)
         self.val_json: Path | None = annotation_path(root, "val")
@@ -452,18 +393,23 @@ class _Run:
 
     def _model(self) -> Detector:
         opts = self.opts
-        base, self.spec = _resolve_spec(opts, self.train_data.class_names)
+        base = self.base
+        self.spec = _resolve_spec(base, opts.num_classes, self.train_data.class_names)
         torch.manual_seed(opts.seed)
         np.random.seed(opts.seed % 2**32)
         net = build_model(self.spec)
         if self.spec is not base:
             log.info("%d classes in the dataset (%s): yolo_head.pred_cls rebuilt for them (%s has %d)",
                      self.spec.num_classes, ", ".join(self.spec.classes[:10]), base.name, base.num_classes)
-        if opts.pretrain_weight_path and not opts.resume_path:
-            report = load_pretrained(net, opts.pretrain_weight_path)
-            log.info("%s", report.summary())
-        elif not opts.resume_path:
-            log.info("no pretrain_weight_path: starting from random initialisation")
+        if opts.resume_path:
+            return net
+        source = pretrain_source(opts, base)
+        if source is not None:
+            log.info("%s", load_pretrained(net, source).summary())
+        elif opts.pretrain_weight_path is None:
+            log.info("%s has no published weights: starting from random initialisation", base.name)
+        else:
+            log.info("Train.pretrain_weight_path=%s: starting from random initialisation", opts.pretrain_weight_path)
         return net
 
     def _build(self) -> None:
@@ -479,9 +425,9 @@ class _Run:
         if self.world > 1 and self.device.type != "cuda":
             log.info("SyncBatchNorm needs CUDA: %d CPU processes use per-process BatchNorm", self.world)
         self.trainer = Trainer.build(net, base_lr, self.iters_per_epoch, self.device, opts.warmup_steps,
-                                     max(opts.cosine_epochs, opts.epochs), opts.amp, opts.channels_last,
-                                     opts.ema_decay, self.world)
-        self.total_iters = opts.epochs * self.iters_per_epoch
+                                     max(opts.cosine_epochs, opts.epochs_iters), opts.amp, opts.channels_last,
+                                     world_size=self.world)
+        self.total_iters = opts.epochs_iters * self.iters_per_epoch
         if opts.max_iters is not None:
             self.total_iters = min(self.total_iters, opts.max_iters)
         self.eval_net: Detector | None = None
@@ -492,7 +438,7 @@ class _Run:
         log.info("%s on %s x%d: %d train images, %d iterations/epoch, batch %d/process, lr %.4g, warmup %d "
                  "iterations, cosine over %d epochs, AMP %s, sizes %s, evaluation at %d", self.spec.name,
                  self.device, self.world, len(self.train_data), self.iters_per_epoch, opts.batch_size, base_lr,
-                 max(self.trainer.schedule.warmup_iters, 1), max(opts.cosine_epochs, opts.epochs),
+                 max(self.trainer.schedule.warmup_iters, 1), max(opts.cosine_epochs, opts.epochs_iters),
                  str(amp).replace("torch.", "") if amp else "off", self.sizes,
                  opts.eval_size or self.spec.input_size[0])
 
@@ -527,11 +473,11 @@ class _Run:
         self._build()
         start_epoch = self._resume()
         if self.main:
-            atomic_write_text(self.out / "config.yaml", _config_yaml(opts, self.config))
+            atomic_write_text(self.out / "config.yaml", dump_config(self.cfg))
             atomic_write_text(self.out / "label_dict.txt",
                               "".join(f"{i} {n}\n" for i, n in enumerate(self.spec.classes)))
         progress = _Progress(self.total_iters, opts.batch_size * self.world)
-        for epoch in range(start_epoch, opts.epochs):
+        for epoch in range(start_epoch, opts.epochs_iters):
             if self.iteration >= self.total_iters:
                 break
             self.loader.set_epoch(epoch)
@@ -547,8 +493,8 @@ class _Run:
     def _train_epoch(self, epoch: int, progress: _Progress) -> None:
         opts = self.opts
         bar = tqdm(total=min(self.iters_per_epoch, self.total_iters - self.iteration),
-                   desc=f"epoch {epoch + 1}/{opts.epochs}", unit="it", leave=False, file=sys.stdout,
-                   disable=not (opts.progress and self.main), dynamic_ncols=True)
+                   desc=f"epoch {epoch + 1}/{opts.epochs_iters}", unit="it", leave=False, file=sys.stdout,
+                   disable=not (self.progress and self.main), dynamic_ncols=True)
         try:
             for b, batch in enumerate(self.loader):
                 try:
@@ -569,7 +515,7 @@ class _Run:
                     f"eta {progress.eta(self.iteration)}", refresh=False)
                 if self.iteration % opts.log_interval == 0 or b == 0 and epoch == 0:
                     log.info("epoch %d/%d iter %d/%d (%d/%d) loss %.4f loss_cls %.4f loss_iou %.4f loss_dfl "
-                             "%.4f lr %.6f %.2f img/s eta %s", epoch + 1, opts.epochs, b + 1,
+                             "%.4f lr %.6f %.2f img/s eta %s", epoch + 1, opts.epochs_iters, b + 1,
                              self.iters_per_epoch, self.iteration, self.total_iters, stats["loss"],
                              stats["loss_cls"], stats["loss_iou"], stats["loss_dfl"], stats["lr"],
                              progress.images_per_s(), progress.eta(self.iteration))
@@ -600,7 +546,7 @@ class _Run:
     def _end_epoch(self, epoch: int) -> None:
         opts = self.opts
         self.epoch_done = epoch + 1
-        last = self.epoch_done == opts.epochs or self.iteration >= self.total_iters
+        last = self.epoch_done == opts.epochs_iters or self.iteration >= self.total_iters
         if self.main:
             weights = self.trainer.ema.state_dict_for_export()
             info = {"epoch": self.epoch_done, "iteration": self.iteration}
@@ -621,7 +567,7 @@ class _Run:
                 "iters_per_epoch": self.iters_per_epoch, "best": self.best, "rng": rng_state(),
                 "spec": {"model_name": self.spec.name, "num_classes": self.spec.num_classes,
                          "classes": list(self.spec.classes)},
-                "options": _plain(opts.as_dict()),
+                "options": {"Global": dataclasses.asdict(self.cfg.Global), "Train": dataclasses.asdict(opts)},
                 "history": torch.tensor(self.history, dtype=torch.float64).reshape(-1, 2 + len(LOSS_TERMS)),
                 "eval_history": self.eval_history,
             })
@@ -641,7 +587,7 @@ class _Run:
         detect_fn = make_detect_fn(self.eval_net, self.device, (size, size) if size else None)
         report = evaluate(detect_fn, self.val_json, self.image_dir,
                           batch_size=self.opts.eval_batch_size, class_names=list(self.spec.classes),
-                          plot=False, progress=self.opts.progress, verbose=False)
+                          plot=False, progress=self.progress, verbose=False)
         m = report["metrics"]
         metrics = {"mAP": float(m["AP"]), "AP50": float(m["AP50"]), "AP75": float(m["AP75"]),
                    "APs": float(m["APs"])}
@@ -709,73 +655,4 @@ def _metric_text(metrics: Mapping[str, Any] | None) -> str:
     return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
 
 
-# ---------------------------------------------------------------------------------------------- configs
-
-
-def _section(cfg: Any, name: str) -> Any:
-    if isinstance(cfg, Mapping):
-        return cfg.get(name) or {}
-    return getattr(cfg, name, None) or {}
-
-
-def _value(section: Any, key: str, default: Any = None) -> Any:
-    if isinstance(section, Mapping):
-        value = section.get(key, default)
-    else:
-        value = getattr(section, key, default)
-    return default if value is None or value == "" else value
-
-
-NO_PRETRAIN = ("random", "scratch", "none")
-
-
-def options_from_config(cfg: Any) -> TrainOptions:
-    """PaddleX-style config (``Global`` and ``Train`` sections, dataclasses or dicts) -> TrainOptions.
-
-    As in PaddleX, an unset ``Train.pretrain_weight_path`` starts from the published weights of
-    ``Global.model`` (downloaded and converted once); ``random`` (or ``scratch``) starts from random
-    initialisation. An unset ``Global.device`` means the first GPU when there is one, else the CPU.
-    """
-    g, t = _section(cfg, "Global"), _section(cfg, "Train")
-    dataset_dir = _value(g, "dataset_dir")
-    if not dataset_dir:
-        raise ConfigError("Global.dataset_dir is not set; pass -o Global.dataset_dir=DIR (the folder with images/ "
-                          "and annotations/instance_train.json)")
-    defaults = TrainOptions(dataset_dir=str(dataset_dir))
-    model = str(_value(g, "model", DEFAULT_MODEL))
-    device = _value(g, "device") or ("gpu:0" if torch.cuda.is_available() else "cpu")
-    pretrain = _value(t, "pretrain_weight_path", model)  # unset: the published weights of Global.model
-    train_sizes = _value(t, "train_sizes")
-    if str(pretrain).lower() in NO_PRETRAIN:
-        pretrain = None
-    opts = TrainOptions(
-        dataset_dir=str(dataset_dir),
-        output=str(_value(g, "output", defaults.output)),
-        model=model,
-        device=str(device),
-        num_classes=_value(t, "num_classes"),
-        epochs=_value(t, "epochs_iters", defaults.epochs),
-        batch_size=_value(t, "batch_size", defaults.batch_size),
-        learning_rate=_value(t, "learning_rate"),
-        warmup_steps=_value(t, "warmup_steps"),
-        log_interval=_value(t, "log_interval", defaults.log_interval),
-        eval_interval=_value(t, "eval_interval", defaults.eval_interval),
-        pretrain_weight_path=pretrain,
-        resume_path=_value(t, "resume_path"),
-        seed=_value(t, "seed", defaults.seed),
-        num_workers=_value(t, "num_workers", defaults.num_workers),
-        amp=str(_value(t, "amp", defaults.amp)),
-        channels_last=_value(t, "channels_last"),
-        eval_batch_size=_value(t, "eval_batch_size", defaults.eval_batch_size),
-        max_iters=_value(t, "max_iters"),
-        cosine_epochs=_value(t, "cosine_epochs", defaults.cosine_epochs),
-        train_sizes=tuple(train_sizes) if train_sizes is not None else None,
-        eval_size=_value(t, "eval_size"),
-    )
-    opts.check()
-    return opts
-
-
-def run_train(cfg: Any) -> dict[str, Any]:
-    """``Global.mode=train``: train from a loaded config; returns the train_result.json content."""
-    return train(options_from_config(cfg), config=_plain(cfg))
+NO_PRETRAIN = ("random", "scratch", "none")  # Train.pretrain_weight_path values for random initialisation

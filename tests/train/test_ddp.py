@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 import torch.multiprocessing as mp
 
-from ppyoloe_sod.train.loop import TrainOptions, train_process
+from ppyoloe_sod.config import Config, GlobalConfig, TrainConfig
+from ppyoloe_sod.train.loop import train_process
 
 from train_synth import make_dataset, tiny_spec
 
@@ -28,9 +29,9 @@ def _port() -> int:
 def _worker(rank: int, tmp: str, port: int) -> None:
     torch.set_num_threads(1)
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
-    opts = TrainOptions(dataset_dir=f"{tmp}/ds", output=f"{tmp}/out", model=tiny_spec(), epochs=2, batch_size=1,
-                        num_workers=0, progress=False, seed=1, warmup_steps=1, log_interval=1)
-    run = train_process(opts, rank, WORLD, torch.device("cpu"))
+    cfg = Config(Global=GlobalConfig(dataset_dir=f"{tmp}/ds", output=f"{tmp}/out"),
+                 Train=TrainConfig(epochs_iters=2, batch_size=1, num_workers=0, seed=1, warmup_steps=1, log_interval=1))
+    run = train_process(cfg, rank, WORLD, torch.device("cpu"), spec=tiny_spec(), progress=False)
     net = run.trainer.net
     torch.save({"params": {k: p.detach().clone() for k, p in net.named_parameters()},
                 "world": run.trainer.world_size, "ddp": type(run.trainer.model).__name__,

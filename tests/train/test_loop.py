@@ -8,11 +8,12 @@ import pytest
 import torch
 import yaml
 
+from ppyoloe_sod.config import Config, GlobalConfig, TrainConfig
 from ppyoloe_sod.errors import ConfigError
 from ppyoloe_sod.train import loop as loop_mod
 from ppyoloe_sod.train.checkpoint import load_checkpoint
 from ppyoloe_sod.errors import NonFiniteLossError
-from ppyoloe_sod.train.loop import TrainOptions, options_from_config, train
+from ppyoloe_sod.train.loop import train
 from ppyoloe_sod.weights.store import load_safetensors
 
 from train_synth import CLASSES, make_dataset, tiny_spec
@@ -27,11 +28,14 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def _opts(tmp_path, **kw) -> TrainOptions:
-    base = dict(dataset_dir=str(tmp_path / "ds"), output=str(tmp_path / "out"), model=tiny_spec(), epochs=2,
-                batch_size=2, num_workers=0, log_interval=1, progress=False, seed=3)
+def _options(**kw) -> TrainConfig:
+    base = dict(epochs_iters=2, batch_size=2, num_workers=0, log_interval=1, seed=3)
     base.update(kw)
-    return TrainOptions(**base)
+    return TrainConfig(**base)
+
+
+def _train(tmp_path, model=None, **kw) -> dict:
+    return train(_options(**kw), tmp_path / "ds", output=tmp_path / "out", model=model or tiny_spec(), progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +43,7 @@ def finished_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("run")
     make_dataset(tmp / "ds", n_train=4, n_val=2)
     torch.set_num_threads(1)
-    result = train(_opts(tmp, warmup_steps=3))
+    result = _train(tmp, warmup_steps=3)
     return tmp, result
 
 
@@ -55,7 +59,7 @@ def test_outputs_layout_and_result(finished_run):
     assert set(result["models"]) == {"best", "last_1"}
     assert result["best_metric"]["mAP"] == result["models"]["best"]["score"]
     cfg = yaml.safe_load((out / "config.yaml").read_text())
-    assert cfg["Train"]["epochs"] == 2 and cfg["Train"]["model"] == "tiny-sod-test"
+    assert cfg["Train"]["epochs_iters"] == 2 and cfg["Global"]["model"] == "tiny-sod-test"
     log = (out / "train.log").read_text()
     lines = [ln for ln in log.splitlines() if " loss " in ln and " lr " in ln]
     assert len(lines) == 4  # log_interval 1
@@ -103,7 +107,7 @@ def test_checkpoint_lr_and_counters_follow_the_schedule(finished_run):
 def test_num_classes_mismatch_is_a_clear_error(tmp_path):
     make_dataset(tmp_path / "ds", n_train=2, n_val=0)
     with pytest.raises(ConfigError, match=r"num_classes is 5.*2 categories.*Train.num_classes=2"):
-        train(_opts(tmp_path, num_classes=5))
+        _train(tmp_path, num_classes=5)
 
 
 def test_custom_class_count_rebuilds_pred_cls_and_says_so(tmp_path, monkeypatch):
@@ -112,7 +116,9 @@ def test_custom_class_count_rebuilds_pred_cls_and_says_so(tmp_path, monkeypatch)
     import dataclasses
     ten = dataclasses.replace(ten, classes=tuple(f"c{i}" for i in range(10)),
                               arch=dataclasses.replace(ten.arch, num_classes=10))
-    run = loop_mod.train_process(_opts(tmp_path, model=ten, epochs=1), 0, 1, torch.device("cpu"))
+    cfg = Config(Global=GlobalConfig(dataset_dir=str(tmp_path / "ds"), output=str(tmp_path / "out")),
+                 Train=_options(epochs_iters=1))
+    run = loop_mod.train_process(cfg, 0, 1, torch.device("cpu"), spec=ten, progress=False)
     assert run.trainer.net.yolo_head.pred_cls[0].out_channels == 2
     assert run.spec.classes == CLASSES
     log = (tmp_path / "out" / "train.log").read_text()
@@ -134,7 +140,7 @@ def test_nan_loss_stops_with_iteration_and_keeps_last_checkpoint(tmp_path, monke
 
     monkeypatch.setattr(loop_mod.DetectionLoss, "forward", poisoned)
     with pytest.raises(NonFiniteLossError, match=r"iteration 4 .*epoch 2, batch 2/2.*last good checkpoint"):
-        train(_opts(tmp_path, epochs=3))
+        _train(tmp_path, epochs_iters=3)
     ck = load_checkpoint(tmp_path / "out")
     assert ck["epoch"] == 1 and ck["iteration"] == 2
     assert all(torch.isfinite(v).all() for v in ck["trainer"]["model"].values() if v.is_floating_point())
@@ -144,23 +150,29 @@ def test_nan_loss_stops_with_iteration_and_keeps_last_checkpoint(tmp_path, monke
 
 
 def test_options_from_paddlex_config_keys(tmp_path):
+    """The Train keys of a config file are the training options themselves (one definition, one validator)."""
+    from ppyoloe_sod.config import load_config
+    from ppyoloe_sod.zoo import get_spec
+
     cfg = {"Global": {"model": "PP-YOLOE_plus_SOD-S", "dataset_dir": str(tmp_path), "device": "cpu",
-                      "output": str(tmp_path / "o")},
+                      "output": str(tmp_path / "o"), "mode": "train"},
            "Train": {"num_classes": 3, "epochs_iters": 7, "batch_size": 4, "learning_rate": 0.002,
                      "warmup_steps": 100, "log_interval": 5, "eval_interval": 2, "pretrain_weight_path": None,
                      "resume_path": ""}}
-    o = options_from_config(cfg)
-    assert (o.model, o.num_classes, o.epochs, o.batch_size, o.learning_rate, o.warmup_steps, o.log_interval,
-            o.eval_interval, o.resume_path, o.output) == (
-        "PP-YOLOE_plus_SOD-S", 3, 7, 4, 0.002, 100, 5, 2, None, str(tmp_path / "o"))
-    assert o.pretrain_weight_path == "PP-YOLOE_plus_SOD-S"  # unset: the published weights, as in PaddleX
-    cfg["Train"]["pretrain_weight_path"] = "random"
-    assert options_from_config(cfg).pretrain_weight_path is None
-    cfg["Train"]["batch_size"] = 0
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    o = load_config(tmp_path / "c.yaml").Train
+    assert (o.num_classes, o.epochs_iters, o.batch_size, o.learning_rate, o.warmup_steps, o.log_interval,
+            o.eval_interval, o.resume_path) == (3, 7, 4, 0.002, 100, 5, 2, "")
+    base = get_spec("PP-YOLOE_plus_SOD-S")
+    assert loop_mod.pretrain_source(o, base) == "PP-YOLOE_plus_SOD-S"  # unset: the published weights (PaddleX)
+    assert loop_mod.pretrain_source(TrainConfig(pretrain_weight_path="random"), base) is None
+    assert loop_mod.pretrain_source(TrainConfig(), tiny_spec()) is None  # a custom model has no published weights
     with pytest.raises(ConfigError, match="Train.batch_size"):
-        options_from_config(cfg)
+        load_config(tmp_path / "c.yaml", ["Train.batch_size=0"])
+    with pytest.raises(ConfigError, match="Train.batch_size"):
+        train(TrainConfig(batch_size=0), tmp_path)
     with pytest.raises(ConfigError, match="Global.dataset_dir"):
-        options_from_config({"Global": {}, "Train": {}})
+        loop_mod.run_train(load_config(None, ["Global.mode=train"]))
 
 
 def test_bad_device_and_resume_path_are_clear_errors(tmp_path):
@@ -171,7 +183,7 @@ def test_bad_device_and_resume_path_are_clear_errors(tmp_path):
         parse_device("tpu:0")
     make_dataset(tmp_path / "ds", n_train=2, n_val=0)
     with pytest.raises(ConfigError, match="resume_path .*no checkpoint found"):
-        train(_opts(tmp_path, resume_path=str(tmp_path / "nowhere")))
+        _train(tmp_path, resume_path=str(tmp_path / "nowhere"))
 
 
 def test_cli_trains_sod_s_from_the_paddlex_config(tmp_path, capsys):
@@ -216,7 +228,7 @@ def test_collapsed_assignment_is_reported(tmp_path, monkeypatch):
 
     monkeypatch.setattr(loop_mod.DetectionLoss, "forward", no_positives)
     monkeypatch.setattr(loop_mod, "STARVED_STEPS", 3)
-    train(_opts(tmp_path, batch_size=1, epochs=2))
+    _train(tmp_path, batch_size=1, epochs_iters=2)
     log = (tmp_path / "out" / "train.log").read_text()
     assert "WARNING iteration 3: for 3 steps in a row no anchor was assigned" in log
     assert log.count("no anchor was assigned") == 1  # said once, not every step

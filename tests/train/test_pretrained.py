@@ -10,7 +10,8 @@ from ppyoloe_sod import build_model
 from ppyoloe_sod.errors import WeightsError
 from ppyoloe_sod import models
 from ppyoloe_sod.models import load_weights, read_weights
-from ppyoloe_sod.train.loop import TrainOptions, train
+from ppyoloe_sod.config import TrainConfig
+from ppyoloe_sod.train.loop import train
 from ppyoloe_sod.weights.convert import torch_to_paddle
 from ppyoloe_sod.weights.pdparams import save_pdparams
 from ppyoloe_sod.weights.store import save_safetensors
@@ -113,8 +114,8 @@ def test_training_start_logs_the_summary(tmp_path):
     other = dataclasses.replace(spec, arch=dataclasses.replace(spec.arch, num_classes=80))
     src = build_model(other)
     save_pdparams(torch_to_paddle(src.state_dict()), tmp_path / "base.pdparams")
-    train(TrainOptions(dataset_dir=str(tmp_path / "ds"), output=str(tmp_path / "out"), model=spec, epochs=1,
-                       batch_size=2, num_workers=0, progress=False, pretrain_weight_path=str(tmp_path / "base.pdparams")))
+    train(TrainConfig(epochs_iters=1, batch_size=2, num_workers=0, pretrain_weight_path=str(tmp_path / "base.pdparams")),
+          tmp_path / "ds", output=tmp_path / "out", model=spec, progress=False)
     log = (tmp_path / "out" / "train.log").read_text()
     n = sum(1 for k in src.state_dict() if not k.endswith("num_batches_tracked"))
     assert f"loaded {n - 6}/{n} tensors" in log  # all but the 3 pred_cls weights + 3 biases

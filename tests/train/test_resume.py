@@ -28,10 +28,11 @@ import torch
 torch.set_num_threads(1)
 sys.path.insert(0, {tests!r})
 from train_synth import tiny_spec
-from ppyoloe_sod.train.loop import TrainOptions, train
-train(TrainOptions(dataset_dir={ds!r}, output=sys.argv[1], model=tiny_spec(), epochs={epochs}, batch_size=2,
-                   num_workers=0, progress=False, seed=5, warmup_steps=3,
-                   resume_path=sys.argv[2] if len(sys.argv) > 2 else None))
+from ppyoloe_sod.config import TrainConfig
+from ppyoloe_sod.train.loop import train
+train(TrainConfig(epochs_iters={epochs}, batch_size=2, num_workers=0, seed=5, warmup_steps=3,
+                  resume_path=sys.argv[2] if len(sys.argv) > 2 else None),
+      {ds!r}, output=sys.argv[1], model=tiny_spec(), progress=False)
 """
 
 
@@ -115,14 +116,15 @@ def test_resume_refuses_a_checkpoint_of_another_model(tmp_path):
     """A checkpoint for 2 classes cannot resume a run whose dataset has 3: a clear error, not a shape crash."""
     from ppyoloe_sod.errors import ConfigError
     from ppyoloe_sod.train.checkpoint import save_checkpoint
-    from ppyoloe_sod.train.loop import TrainOptions, train
+    from ppyoloe_sod.config import TrainConfig
+    from ppyoloe_sod.train.loop import train
     from train_synth import tiny_spec
 
     make_dataset(tmp_path / "ds", n_train=2, n_val=0)
     save_checkpoint(tmp_path / "old" / "checkpoint.pt", {"spec": {"model_name": "tiny-sod-test", "num_classes": 3}})
     with pytest.raises(ConfigError, match="written for tiny-sod-test with 3 classes.*with 2"):
-        train(TrainOptions(dataset_dir=str(tmp_path / "ds"), output=str(tmp_path / "out"), model=tiny_spec(),
-                           epochs=1, num_workers=0, progress=False, resume_path=str(tmp_path / "old")))
+        train(TrainConfig(epochs_iters=1, num_workers=0, resume_path=str(tmp_path / "old")), tmp_path / "ds",
+              output=tmp_path / "out", model=tiny_spec(), progress=False)
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match="cannot read the checkpoint"):
         load_checkpoint(tmp_path / "bad.pt")

@@ -11,7 +11,7 @@ import torch
 from ppyoloe_sod.errors import ConfigError, WeightsError
 from ppyoloe_sod.train import loop as loop_mod
 from ppyoloe_sod.train.__main__ import main
-from ppyoloe_sod.train.loop import TrainOptions, options_from_config
+from ppyoloe_sod.config import TrainConfig, load_config
 
 from train_synth import make_dataset
 
@@ -61,15 +61,14 @@ def test_training_and_its_evaluation_run_at_the_configured_sizes(tmp_path, monke
 
 
 def test_sizes_map_from_the_config_and_are_checked_in_python_too(tmp_path):
-    cfg = {"Global": {"dataset_dir": str(tmp_path), "device": "cpu"},
-           "Train": {"train_sizes": [320, 352], "eval_size": 320}}
-    opts = options_from_config(cfg)
-    assert opts.train_sizes == (320, 352) and opts.eval_size == 320
-    assert options_from_config({"Global": {"dataset_dir": str(tmp_path), "device": "cpu"}, "Train": {}}).eval_size is None
+    opts = load_config(None, [f"Global.dataset_dir={tmp_path}", "Train.train_sizes=[320, 352]",
+                              "Train.eval_size=320"]).Train
+    assert opts.train_sizes == [320, 352] and opts.eval_size == 320
+    assert load_config(None, [f"Global.dataset_dir={tmp_path}"]).Train.eval_size is None
     with pytest.raises(ConfigError, match="Train.train_sizes: 300 is not a positive multiple of 32"):
-        TrainOptions(dataset_dir=str(tmp_path), train_sizes=(320, 300)).check()
+        TrainConfig(train_sizes=(320, 300)).check()
     with pytest.raises(ConfigError, match="Train.eval_size: 0 is not"):
-        TrainOptions(dataset_dir=str(tmp_path), eval_size=0).check()
+        TrainConfig(eval_size=0).check()
 
 
 def test_offline_start_names_the_other_starting_points(tmp_path, monkeypatch, capsys):
@@ -87,9 +86,9 @@ def test_offline_start_names_the_other_starting_points(tmp_path, monkeypatch, ca
     assert main(_args(tmp_path)) == 2
     err = capsys.readouterr().err
     assert "Cannot reach" in err and "-o Train.pretrain_weight_path=FILE.pdparams" in err
-    assert "-o Train.pretrain_weight_path=random" in err and "TrainOptions(" not in err
+    assert "-o Train.pretrain_weight_path=random" in err and "TrainConfig(" not in err
     net = models.build_model(tiny_spec())
-    with pytest.raises(WeightsError, match=r"pretrain_weight_path='FILE.pdparams'.*pretrain_weight_path=None"):
+    with pytest.raises(WeightsError, match=r"pretrain_weight_path='FILE.pdparams'.*pretrain_weight_path='random'"):
         loop_mod.load_pretrained(net, "PP-YOLOE_plus_SOD-S")
     with interface("cli"), pytest.raises(WeightsError, match="-o Train.pretrain_weight_path=random"):
         loop_mod.load_pretrained(net, "PP-YOLOE_plus_SOD-S")
