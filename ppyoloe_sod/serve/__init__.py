@@ -11,6 +11,7 @@ server process before the server listens, so a bad weights file or device is an 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import logging
 import os
@@ -84,7 +85,7 @@ def app_from_environment() -> Any:
 
 def _require_extra() -> Any:
     try:
-        import fastapi  # noqa: F401
+        importlib.import_module("fastapi")
         import uvicorn
     except ImportError as e:
         raise ConfigError(f"Global.mode=serve needs FastAPI and uvicorn ({e.name} is missing): "

@@ -75,6 +75,14 @@ function choose(file) {
   detect();
 }
 
+function errorText(answer) {  // a 422's errorMsg is a JSON list of {type, loc, msg}
+  try {
+    const list = JSON.parse(answer.errorMsg);
+    if (Array.isArray(list)) return list.map((e) => e.loc + ": " + e.msg).join("; ");
+  } catch (e) { /* a plain message */ }
+  return answer.errorMsg;
+}
+
 function readBase64(file) {
   return new Promise((resolve, reject) => {
     const reader = new FileReader();
@@ -110,7 +118,7 @@ async function detect() {
     if (shown.result && shown.result.image) shown.result.image = "<" + shown.result.image.length + " base64 chars>";
     $("json").textContent = JSON.stringify(shown, null, 2);
     $("json").hidden = false;
-    if (answer.errorCode !== 0) throw new Error(answer.errorMsg);
+    if (answer.errorCode !== 0) throw new Error(errorText(answer));
     $("drawing").src = "data:image/jpeg;base64," + answer.result.image;
     showBoxes(answer.result.detectedObjects);
     const n = answer.result.detectedObjects.length;

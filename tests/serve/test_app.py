@@ -113,6 +113,16 @@ def test_a_sent_log_id_is_echoed(live, echo_predictor, street) -> None:
     assert ok.json()["logId"] == "abc-1" and refused.json()["logId"] == "abc-2"
 
 
+def test_base64_with_line_breaks_or_a_data_url_prefix_is_read(live, echo_predictor, street) -> None:
+    """base64.encodebytes breaks lines every 76 characters; a browser's FileReader adds a data: prefix."""
+    server = live(create_app(echo_predictor))
+    plain = png_base64(street)
+    for image in (base64.encodebytes(base64.b64decode(plain)).decode("ascii"), "data:image/png;base64," + plain):
+        answer = requests.post(_endpoint(server), json={"image": image, "visualize": False}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["result"]["detectedObjects"][0]["bbox"] == [0.0, 0.0, 160.0, 240.0]
+
+
 def _huge_png_header() -> str:
     """A PNG whose header declares 20000x20000 pixels (400 M, over PaddleX's 178,956,970): a few bytes."""
     ihdr = (20000).to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])
