@@ -15,8 +15,8 @@ from ppyoloe_sod.errors import ConfigError, WeightsError
 from ppyoloe_sod.export.config import MODEL_CONFIG
 
 # float32 against float32: this random network's own float32 noise is 4e-5 in a score and ~1e-2 px in a
-# corner (torch float32 against float64: measured 3.6e-5 / ONNX Runtime and OpenVINO against torch at most
-# 7.4e-5 / 1.3e-2 px on these scenes); the tolerances leave a 4x margin.
+# corner (torch float32 against float64: measured 3.6e-5; ONNX Runtime and OpenVINO against torch: at most
+# 7.4e-5 / 1.3e-2 px on these scenes over the random weights tried); the tolerances leave a 4x margin.
 SCORE_TOL, BOX_TOL = 3e-4, 5e-2
 SCENES = [(320, 320, 20), (320, 320, 21), (360, 480, 22), (400, 300, 7)]  # (h, w, seed): resized to 320x320
 
@@ -47,7 +47,9 @@ def test_export_folder_detects_what_torch_detects(openvino_export, images, torch
     assert f"from {openvino_export} on" in capsys.readouterr().err  # which backend runs is said
     for ref, got in zip(torch_detections, model.detect_batch(images)):
         stats = match_detections(ref, got, SCORE_TOL, BOX_TOL)
-        assert stats["decided"] >= 50, stats  # the comparison covers many boxes, not a lucky few
+        print(stats)
+        # the comparison covers most boxes, and many: not a lucky few
+        assert stats["decided"] >= max(20, 0.9 * (ref[:, 1] > 0.5).sum()), stats
     result = next(model.predict(images[0]))
     assert result.boxes and {b["label"] for b in result.boxes} <= set(model.labels)
 
