@@ -135,12 +135,47 @@ class TrainConfig:
 
 
 @dataclass
+class SliceSection:
+    enable: bool = key(False, "cut each image into overlapping slices, detect on each and merge the detections "
+                              "(small objects in large images); the keys below: ppyoloe_sod.infer.slicing", ours=True)
+    preset: str = key("sahi", "whose defaults and merge rules: sahi (SAHI's get_sliced_prediction) or ppdet "
+                              "(PaddleDetection's --slice_infer); null keys below take the preset's value", ours=True)
+    size: int | list[int] | None = key(None, "slice side in pixels, or [height, width]; null: 640", ours=True)
+    overlap: float | list[float] | None = key(None, "overlap of neighbouring slices, a ratio in [0, 1), or [height, "
+                                                    "width]; null: 0.2 (sahi), 0.25 (ppdet)", ours=True)
+    merge: str | None = key(None, "greedynmm, nmm, nms or concat (ppdet: nms or concat); null: greedynmm (sahi), "
+                                  "nms (ppdet)", ours=True)
+    match_metric: str | None = key(None, "ios (intersection over the smaller box) or iou; null: ios", ours=True)
+    match_threshold: float | None = key(None, "overlap from which boxes merge, in (0, 1]; null: 0.5 (sahi), "
+                                              "0.6 (ppdet)", ours=True)
+    class_agnostic: bool | None = key(None, "merge boxes of different classes too; null: false", ours=True)
+    standard_pred: bool | None = key(None, "also detect on the whole image and merge that in; null: true (sahi), "
+                                           "false (ppdet)", ours=True)
+    batch_size: int = key(8, "slices per forward", ours=True)
+
+
+@dataclass
+class EvaluateSliceSection(SliceSection):
+    threshold: float = key(0.0, "drop each slice's detections scoring at or below this before merging (SAHI's "
+                                "model confidence threshold); 0 keeps all, as unsliced evaluation does", ours=True)
+
+
+@dataclass
+class VideoSection:
+    stride: int = key(1, "predict every n-th frame of a video input (1: every frame)", ours=True)
+    start: int = key(0, "index of the first frame predicted (frames count from 0)", ours=True)
+    end: int | None = key(None, "frame index to stop before; null: the last frame", ours=True)
+
+
+@dataclass
 class EvaluateConfig:
     weight_path: str | None = key(None, "weights to evaluate: a .safetensors/.pdparams file or a folder holding "
                                         f"one; null: <Global.output>/best_model (what training "
                                         f"wrote); {OFFICIAL}: the published weights of Global.model")
     log_interval: int = key(10, "accepted for PaddleX's configs; unused (a progress bar shows the progress)")
     batch_size: int = key(1, "images per batch", ours=True)
+    slice: EvaluateSliceSection = section(EvaluateSliceSection, "sliced evaluation (enable=true): each image "
+                                                                "detected in slices, as Predict.slice")
 
 
 @dataclass
@@ -193,6 +228,12 @@ class PredictConfig:
                                               "the file header before decoding); null: no limit", ours=True)
     print: str = key("summary", "what to print per image: summary (one line), full (the result's JSON, as "
                                 "PaddleX does) or none", ours=True)
+    slice: SliceSection = section(SliceSection, "sliced inference (enable=true): detect on overlapping slices of "
+                                                "each image and merge")
+    video: VideoSection = section(VideoSection, "which frames of a video input (mp4, avi, mov, mkv, m4v) are "
+                                                "predicted; a frame's result has page_index = its index")
+    save_video: bool = key(False, "write the drawings of a video's frames into <Global.output>/<stem>_res.mp4 "
+                                  "(at the video's fps / video.stride) instead of one picture per frame", ours=True)
     engine: str = key("local", "local (this process) or ray (Ray Data actors: the cluster at RAY_ADDRESS, else a "
                                "local Ray; pip install 'ppyoloe-sod[ray]')", ours=True)
     ray: RaySection = section(RaySection, "the actor pool of Predict.engine=ray (ppyoloe_sod.batch.predict_ray)")

@@ -132,6 +132,35 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", **kwargs: Any) -> Ite
         fsync_dir(path.parent)
 
 
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary sibling file name ending in ``path``'s suffix, for writers that take a name, not a file object
+    (OpenCV's VideoWriter picks the container from the suffix); renamed onto ``path`` when the block succeeds,
+    removed when it fails."""
+    path = Path(path)
+    with reporting_disk_full(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        file_mode = mode_for(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+        os.close(fd)
+        try:
+            yield Path(tmp)
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                _set_mode(fd, tmp, file_mode)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+        fsync_dir(path.parent)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_open(path, "wb") as f:
         f.write(data)

@@ -2,8 +2,9 @@
 
 Accepted, as in PaddleX: a numpy array (BGR, HxW or HxWxC), an image file path, an http(s) URL, a directory
 (its images and PDFs, recursively, in sorted path order), a PDF (one item per page, ``page_index`` from 0), or
-a list mixing these. Expansion (:func:`expand_inputs`) only lists names and counts PDF pages; pixels are read
-when an item is loaded, so a large directory is never held in memory.
+a list mixing these. Ours too: a video file (``VIDEO_SUFFIXES``), one item whose frames ``infer.video`` streams.
+Expansion (:func:`expand_inputs`) only lists names and counts PDF pages; pixels are read when an item is loaded,
+so a large directory is never held in memory.
 
 Differences from PaddleX, on purpose: a bad entry raises a clear ``ImageReadError`` instead of being logged and
 skipped; files without an image suffix in a directory are skipped with one warning naming them; a URL result
@@ -13,6 +14,8 @@ Rules a directory is expanded by: hidden entries (names starting with ".") are l
 folders alike, with one log line counting them (a path given explicitly is used even if hidden); symlinked
 folders are not followed and special files (FIFOs, devices, sockets) are not read, both named in the warning.
 Anything given explicitly must be a regular file: a FIFO or ``/dev/zero`` would block or never end.
+Videos are read only when given explicitly (a video found in a folder is skipped and named in the warning: it can
+be an hour of frames), and only from local files.
 Images are refused above a pixel limit read from their header (see ``imageio.PixelLimit``); a PDF page is
 rendered smaller instead.
 """
@@ -41,13 +44,14 @@ URL_TIMEOUT_S = 30.0  # longest wait for data in one read
 URL_DEADLINE_S = 120.0  # longest whole download of one input; the variable below overrides it
 URL_DEADLINE_ENV = "PPYOLOE_SOD_URL_DEADLINE"
 URL_MAX_BYTES = 100 * 1024 * 1024
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".m4v"})
 
 
 @dataclass(frozen=True)
 class Source:
     """One image to be read: where it comes from, not its pixels (except for in-memory arrays)."""
 
-    kind: str  # "array" | "file" | "url" | "pdf"
+    kind: str  # "array" | "file" | "url" | "pdf" | "video" (frames streamed by infer.video, not load_source)
     ref: Any  # the ndarray, file path or URL
     input_path: str | None
     page_index: int | None = None
@@ -60,6 +64,12 @@ def _is_url(text: str) -> bool:
 
 def _is_pdf(text: str) -> bool:
     return urllib.parse.urlparse(text).path.lower().endswith(".pdf") if _is_url(text) else text.lower().endswith(".pdf")
+
+
+def is_video_file(path: str | os.PathLike) -> bool:
+    """True if ``path`` (a file name or URL) has a video suffix (case-insensitive); says nothing about the content."""
+    text = os.fspath(path)
+    return Path(urllib.parse.urlparse(text).path if _is_url(text) else text).suffix.lower() in VIDEO_SUFFIXES
 
 
 def fetch_url(url: str, timeout: float = URL_TIMEOUT_S, max_bytes: int = URL_MAX_BYTES,
@@ -122,6 +132,9 @@ def _list_directory(directory: Path) -> tuple[list[Path], dict[Path, str], int]:
             path = Path(root, name)
             if name.startswith("."):
                 continue
+            if is_video_file(path):
+                skipped[path] = "a video: pass its path to predict on it"
+                continue
             if not (is_image_file(path) or path.suffix.lower() == ".pdf"):
                 skipped[path] = "not an image suffix"
                 continue
@@ -169,6 +182,8 @@ def _expand_one(item: Any) -> list[Source]:
             f"an http(s) URL, a directory, or a list of these."
         )
     if _is_url(item):
+        if is_video_file(item):
+            raise ImageReadError(f"Video URLs are not read: {item!r}; download the video and pass its local path.")
         return _pdf_sources(item) if _is_pdf(item) else [Source("url", item, item)]
     path = Path(item)
     if path.is_dir():
@@ -177,6 +192,9 @@ def _expand_one(item: Any) -> list[Source]:
         raise ImageReadError(f"Input not found: {item!r} is neither an existing file or directory nor a URL.")
     if _is_pdf(item):
         return _pdf_sources(item)
+    if is_video_file(item):
+        require_regular_file(item, "video file")
+        return [Source("video", item, item)]
     require_regular_file(item, "image file")
     return [Source("file", item, item)]
 
@@ -220,6 +238,8 @@ def load_source(src: Source, limit: PixelLimit = PixelLimit()) -> np.ndarray:
         return decode_image(fetch_url(src.ref), src.ref, limit)
     if src.kind == "pdf":
         return _render_pdf_page(src, limit.max_pixels)
+    if src.kind == "video":
+        raise ValueError(f"{src.ref!r} is a video: stream its frames with ppyoloe_sod.infer.video.iter_frames")
     raise ValueError(f"unknown source kind {src.kind!r}")
 
 

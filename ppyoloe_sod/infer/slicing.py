@@ -24,6 +24,7 @@ No detection in any slice gives an empty result (ppdet 2.6's slice_predict fails
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any, Callable, Mapping, Sequence
 
@@ -46,6 +47,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 MERGE_METHODS = {"sahi": SAHI_METHODS, "ppdet": PPDET_METHODS}
 DEFAULT_BATCH_SIZE = 8
+LOW_THRESHOLD = 0.1  # SAHI's LOW_MODEL_CONFIDENCE: below it, SAHI switches greedynmm/nmm to nms/iou
+GROWING_MERGES = ("greedynmm", "nmm")
 
 
 def _pair(value: Any, name: str, kind: type, check: Callable[[Any], bool], what: str) -> tuple[Any, Any]:
@@ -113,6 +116,39 @@ class SliceConfig:
         if unknown:
             raise ConfigError(f"unknown slice option(s) {', '.join(map(repr, unknown))}; known: {', '.join(known)}.")
         return cls(**dict(options))
+
+
+def as_slice_config(value: "SliceConfig | Mapping[str, Any] | None") -> "SliceConfig | None":
+    """``predict``'s ``slice`` argument as a SliceConfig (None: no slicing)."""
+    if value is None or isinstance(value, SliceConfig):
+        return value
+    if isinstance(value, Mapping):
+        return SliceConfig.from_mapping(value)
+    raise ConfigError(f"slice must be a SliceConfig, a dict such as {{'size': 640, 'overlap': 0.2}}, or None; "
+                      f"got {value!r}.")
+
+
+def slice_config_from_section(section: Any, where: str) -> "SliceConfig | None":
+    """A config file's slice section (a dataclass with ``enable`` and SliceConfig's fields, e.g. Predict.slice) as
+    a SliceConfig, None when not enabled; a bad value is a ConfigError naming the section (``where``)."""
+    if not section.enable:
+        return None
+    names = {f.name for f in fields(SliceConfig)}
+    options = {k: v for k, v in dataclasses.asdict(section).items() if k in names}
+    try:
+        return SliceConfig.from_mapping(options)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def low_threshold_warning(cfg: SliceConfig, lowest_threshold: float) -> str | None:
+    """Why merging may grow boxes, when ``cfg`` merges by absorbing (greedynmm, nmm) detections scoring down to
+    ``lowest_threshold`` < 0.1 (SAHI switches to nms/iou there; we keep what was asked and say so)."""
+    if cfg.merge not in GROWING_MERGES or lowest_threshold >= LOW_THRESHOLD:
+        return None
+    return (f"slice merge {cfg.merge!r} with a score threshold of {lowest_threshold:g} (under {LOW_THRESHOLD}): "
+            f"merging many low-score boxes grows boxes; SAHI would switch to merge 'nms' with match_metric 'iou' "
+            f"here, which you can set yourself. Kept as asked.")
 
 
 def _axis_starts(length: int, size: int, overlap: float) -> list[int]:
