@@ -7,16 +7,18 @@ backend runs.
 """
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
-from ppyoloe_sod.errors import ConfigError, DatasetError
+from ppyoloe_sod.errors import ConfigError, DatasetError, hint
 from ppyoloe_sod.eval.metrics import (
     MAX_DETS_500,
     SMALL_OBJECT_BANDS,
@@ -32,9 +34,41 @@ from ppyoloe_sod.eval.visdrone import evaluate_visdrone
 from ppyoloe_sod.fileio import atomic_write_json
 from ppyoloe_sod.imageio import read_image
 
+if TYPE_CHECKING:
+    from ppyoloe_sod.infer.predictor import DetPredictor
+    from ppyoloe_sod.infer.slicing import SliceConfig
+
 DetectFn = Callable[[list[np.ndarray]], Sequence[Any]]
 RESULT_NAME = "evaluate_result.json"
 PR_CURVES_NAME = "pr_curves.png"
+log = logging.getLogger(__name__)
+
+
+def check_slice_threshold(threshold: Any) -> float:
+    """The score threshold of sliced evaluation, a number in [0, 1] (ConfigError naming it otherwise)."""
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+        name = hint(python="threshold", cli="Evaluate.slice.threshold")
+        raise ConfigError(f"{name} must be a score in [0, 1], got {threshold!r}.")
+    return float(threshold)
+
+
+def predictor_detect_fn(predictor: "DetPredictor", slice: "SliceConfig | Mapping[str, Any] | None" = None,
+                        threshold: float = 0.0) -> DetectFn:
+    """The detect function evaluating ``predictor``: its batches as they are, or with ``slice`` (a SliceConfig or
+    a dict of its fields) each image detected in slices whose detections scoring at or below ``threshold`` are
+    dropped before merging (0 keeps all; below 0.1, greedynmm/nmm merges log a warning but are kept).
+
+    ``evaluate(predictor_detect_fn(predictor, {"size": 640}), ann_file, image_root)`` is sliced mAP in Python.
+    """
+    from ppyoloe_sod.infer.slicing import as_slice_config, low_threshold_warning
+
+    cfg = as_slice_config(slice)
+    if cfg is None:
+        return predictor.detect_batch
+    threshold = check_slice_threshold(threshold)
+    if warning := low_threshold_warning(cfg, threshold):
+        log.warning(warning)
+    return lambda images: predictor.detect_sliced(images, cfg, threshold)
 
 
 def run_detector(
@@ -100,12 +134,14 @@ def evaluate(
     progress: bool = True,
     verbose: bool = True,
     engine: str = "pycocotools",
+    settings: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Detect on every image of ``ann_file`` (paths relative to ``image_root``) and compute the metrics.
 
     ``visdrone=None`` applies the VisDrone protocol when the json carries ``ignored_regions``. With
     ``output_dir``, writes ``evaluate_result.json`` (done_flag + metrics, atomically) and ``pr_curves.png``.
     Returns that report dict; prints the tables when ``verbose``. ``engine``: see ``metrics.ENGINES``.
+    ``settings``: how ``detect_fn`` detects (e.g. its slicing), recorded in the report as they are.
     """
     data, source = load_gt_dict(ann_file)
     root = Path(image_root)
@@ -127,6 +163,8 @@ def evaluate(
         vis = evaluate_visdrone(data, detections, class_names=class_names, engine=engine)
         report["visdrone"] = vis.as_dict()
     report["timing"] = timing
+    if settings:
+        report["settings"] = dict(settings)
     report["dataset"] = {"annotation_file": str(ann_file), "image_root": str(root), "num_images": len(paths)}
     if output_dir is not None:
         out = Path(output_dir)
@@ -149,9 +187,13 @@ def run_evaluate(cfg: Any) -> dict[str, Any]:
     """``Global.mode=evaluate``: ``Global.model`` with the weights of ``Evaluate.weight_path`` over
     ``<Global.dataset_dir>/annotations/instance_val.json`` (images under ``images/``), report written to
     ``<Global.output>/evaluate_result.json``. Unset weights are what training wrote to
-    ``<Global.output>/best_model``; ``official`` means the published weights."""
+    ``<Global.output>/best_model``; ``official`` means the published weights. ``Evaluate.slice.enable`` detects
+    each image in slices (``predictor_detect_fn``), recorded under ``settings`` in the report."""
     from ..infer.predictor import create_model
+    from ..infer.slicing import slice_config_from_section
 
+    slice_cfg = slice_config_from_section(cfg.Evaluate.slice, "Evaluate.slice")  # a bad key fails before loading
+    threshold = check_slice_threshold(cfg.Evaluate.slice.threshold)
     root = find_dataset_root(cfg.Global.dataset_dir)  # the same rule as check_dataset and training
     ann_file = annotation_path(root, "val")
     if not ann_file.is_file():
@@ -166,9 +208,11 @@ def run_evaluate(cfg: Any) -> dict[str, Any]:
         raise DatasetError(f"{ann_file} lists {len(names)} categories but the model ({shown}) predicts "
                            f"{len(predictor.labels)} classes ({', '.join(predictor.labels[:10])}); evaluate with "
                            f"weights trained on this dataset")
-    print(f"Evaluating {shown} on {ann_file}")
-    report = evaluate(predictor.detect_batch, ann_file, root / IMAGES_DIR, batch_size=cfg.Evaluate.batch_size,
-                      output_dir=cfg.Global.output, class_names=names)
+    settings = None if slice_cfg is None else {"slice": {**dataclasses.asdict(slice_cfg), "threshold": threshold}}
+    print(f"Evaluating {shown} on {ann_file}" + (f", in slices {settings['slice']}" if settings else ""))
+    detect_fn = predictor_detect_fn(predictor, slice_cfg, threshold)
+    report = evaluate(detect_fn, ann_file, root / IMAGES_DIR, batch_size=cfg.Evaluate.batch_size,
+                      output_dir=cfg.Global.output, class_names=names, settings=settings)
     written = [Path(cfg.Global.output) / RESULT_NAME] + ([Path(report["pr_curves"])] if "pr_curves" in report else [])
     print(f"Evaluation results written to {', '.join(map(str, written))}")
     return report

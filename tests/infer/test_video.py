@@ -191,7 +191,8 @@ def test_cli_without_save_video_draws_each_frame(cli_predict, tmp_path):
     clip = make_clip(tmp_path / "clip.mp4", frames=3)
     out = tmp_path / "out"
     assert cli_predict(f"Predict.input={clip}", f"Global.output={out}") == 3
-    assert sorted(p.name for p in out.iterdir()) == sorted(f"clip_{i}_res.{s}" for i in range(3) for s in ("json", "png"))
+    expected = [f"clip_{i}_res.{suffix}" for i in range(3) for suffix in ("json", "png")]
+    assert sorted(p.name for p in out.iterdir()) == sorted(expected)
 
 
 def test_an_interrupted_run_leaves_no_partial_video(cli_predict, tmp_path):
