@@ -5,7 +5,7 @@
 A step is what both trainers do per iteration: forward in train mode, loss with the task-aligned assigner,
 backward, SGD-momentum update with L2 decay, EMA update. ppdet's side: the modules of
 ``tests/oracle/ppdet_reference.build`` in train mode, the head called with targets (``gt_class`` int64), its
-``paddle.optimizer.Momentum`` and ``ppdet.optimizer.ema.ModelEMA``. Ours: ``ppyoloe_sod.train.loop.Trainer.step``
+``paddle.optimizer.Momentum`` and ``ppdet.optimizer.ema.ModelEMA``. Ours: ``ppyoloe_sod.train.engine.Trainer.step``
 on the same weights (converted from ppdet's state dict). Median wall time over ``--runs`` steps after one warm-up
 step, printed as a table with the ratio (above 1: ours is faster). Needs the Paddle oracle (scripts/test.sh
 installs it). On CUDA machines ours runs on the GPU only with ``--device cuda``; the comparison is meant for CPU.
@@ -63,7 +63,7 @@ def main() -> None:
     from ppdet.optimizer.ema import ModelEMA as PaddleEMA
 
     from ppyoloe_sod.models import load_model
-    from ppyoloe_sod.train.loop import Trainer
+    from ppyoloe_sod.train.engine import Trainer
     from ppyoloe_sod.zoo import get_spec
     from tests.oracle.ppdet_reference import build
 

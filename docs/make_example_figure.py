@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 from ppyoloe_sod.infer.backends import TorchBackend  # noqa: E402
 from ppyoloe_sod.infer.predictor import DetPredictor  # noqa: E402
 from ppyoloe_sod.models import build_model  # noqa: E402
-from ppyoloe_sod.train.loop import Trainer  # noqa: E402
+from ppyoloe_sod.train.engine import Trainer  # noqa: E402
 from ppyoloe_sod.zoo import get_spec  # noqa: E402
 
 CLASSES = ("pedestrian", "car", "van")

@@ -22,7 +22,7 @@ EXAMPLE_CONFIG = "configs/PP-YOLOE_plus_SOD-S.yaml"
 # mode -> (module, function taking the Config); imported only when that mode runs
 _ENTRY_POINTS = {
     "predict": ("ppyoloe_sod.infer.predictor", "run_predict"),
-    "train": ("ppyoloe_sod.train.loop", "run_train"),
+    "train": ("ppyoloe_sod.train.launch", "run_train"),
     "evaluate": ("ppyoloe_sod.eval.evaluate", "run_evaluate"),
     "export": ("ppyoloe_sod.export", "run_export"),
     "serve": ("ppyoloe_sod.serve", "run_serve"),

@@ -57,10 +57,10 @@ def test_check_dataset_dispatch(monkeypatch):
 
 
 def test_train_dispatch_and_failed_result(monkeypatch):
-    import ppyoloe_sod.train.loop as loop
+    import ppyoloe_sod.train.launch as launch
 
     seen = []
-    monkeypatch.setattr(loop, "run_train", lambda cfg: seen.append(cfg) or {"done_flag": False})
+    monkeypatch.setattr(launch, "run_train", lambda cfg: seen.append(cfg) or {"done_flag": False})
     rc = cli.main(["-c", CONFIG, "-o", "Global.mode=train", "-o", "Train.epochs_iters=3"])
     assert rc == 1  # done_flag False -> non-zero exit
     assert seen[0].Train.epochs_iters == 3 and seen[0].Global.mode == "train"

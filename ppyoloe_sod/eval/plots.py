@@ -1,9 +1,11 @@
-"""Precision-recall curves per class, one PNG with a panel per class: where AP is lost is easier seen than read."""
+"""The PNG plots: precision-recall curves per class, one panel each (where AP is lost is easier seen than read),
+and the curves of a training run (losses, learning rate, mAP per evaluation)."""
 from __future__ import annotations
 
 import math
 import os
 from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -55,4 +57,41 @@ def plot_pr_curves(
     path = Path(path)
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png", dpi=100)
+    return path
+
+
+def plot_training_curves(history: Sequence[Sequence[float]], term_names: Sequence[str],
+                         evals: Sequence[Mapping[str, Any]], path: str | os.PathLike, window: int = 20) -> Path:
+    """Training's ``train_curves.png``: loss terms per iteration (light) with their moving average (dark), the
+    learning rate, and mAP / AP50 per evaluation (EMA weights).
+
+    ``history`` rows: (iteration, one value per name in ``term_names``, lr); ``evals``: dicts with ``epoch``,
+    ``mAP`` and ``AP50``. Returns the written path.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 3.6), dpi=110, layout="constrained")
+    ax_loss, ax_lr, ax_map = fig.subplots(1, 3)
+    h = np.asarray(history, dtype=np.float64).reshape(-1, 2 + len(term_names))
+    for col, name in enumerate(term_names, start=1):
+        if not len(h):
+            break
+        line, = ax_loss.plot(h[:, 0], h[:, col], alpha=0.25, linewidth=0.8)
+        k = max(1, min(window, len(h) // 5 or 1))
+        smooth = np.convolve(h[:, col], np.ones(k) / k, mode="valid")
+        ax_loss.plot(h[k - 1:, 0], smooth, color=line.get_color(), label=name)
+    ax_loss.set(title="training loss", xlabel="iteration")
+    if len(h):
+        ax_loss.legend(fontsize=8)
+        ax_lr.plot(h[:, 0], h[:, -1])
+    ax_lr.set(title="learning rate", xlabel="iteration")
+    if evals:
+        epochs = [e["epoch"] for e in evals]
+        for key in ("mAP", "AP50"):
+            ax_map.plot(epochs, [e[key] for e in evals], marker="o", label=key)
+        ax_map.legend(fontsize=8)
+    ax_map.set(title="evaluation (EMA weights)", xlabel="epoch")
+    path = Path(path)
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png")
     return path

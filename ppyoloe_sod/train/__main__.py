@@ -1,7 +1,7 @@
 """python -m ppyoloe_sod.train -c CONFIG.yaml -o Global.dataset_dir=DIR ...: fine-tune a model.
 
 The same as ``python -m ppyoloe_sod -c CONFIG.yaml -o Global.mode=train ...``: PaddleX's config file and ``-o``
-overrides (repeatable), then :func:`ppyoloe_sod.train.loop.run_train`. Under ``torchrun`` every process runs this.
+overrides (repeatable), then :func:`ppyoloe_sod.train.launch.run_train`. Under ``torchrun`` every process runs this.
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
     from ..config import load_config
-    from .loop import run_train
+    from .launch import run_train
 
     try:
         with interface("cli"):

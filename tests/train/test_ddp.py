@@ -13,7 +13,7 @@ import torch
 import torch.multiprocessing as mp
 
 from ppyoloe_sod.config import Config, GlobalConfig, TrainConfig
-from ppyoloe_sod.train.loop import train_process
+from ppyoloe_sod.train.launch import train_process
 
 from train_synth import make_dataset, tiny_spec
 

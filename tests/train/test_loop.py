@@ -10,10 +10,10 @@ import yaml
 
 from ppyoloe_sod.config import Config, GlobalConfig, TrainConfig
 from ppyoloe_sod.errors import ConfigError
-from ppyoloe_sod.train import loop as loop_mod
+from ppyoloe_sod.train import engine, launch, runner
 from ppyoloe_sod.train.checkpoint import load_checkpoint
 from ppyoloe_sod.errors import NonFiniteLossError
-from ppyoloe_sod.train.loop import train
+from ppyoloe_sod.train.launch import train
 from ppyoloe_sod.weights.store import load_safetensors
 
 from train_synth import CLASSES, make_dataset, tiny_spec
@@ -118,7 +118,7 @@ def test_custom_class_count_rebuilds_pred_cls_and_says_so(tmp_path, monkeypatch)
                               arch=dataclasses.replace(ten.arch, num_classes=10))
     cfg = Config(Global=GlobalConfig(dataset_dir=str(tmp_path / "ds"), output=str(tmp_path / "out")),
                  Train=_options(epochs_iters=1))
-    run = loop_mod.train_process(cfg, 0, 1, torch.device("cpu"), spec=ten, progress=False)
+    run = launch.train_process(cfg, 0, 1, torch.device("cpu"), spec=ten, progress=False)
     assert run.trainer.net.yolo_head.pred_cls[0].out_channels == 2
     assert run.spec.classes == CLASSES
     log = (tmp_path / "out" / "train.log").read_text()
@@ -128,7 +128,7 @@ def test_custom_class_count_rebuilds_pred_cls_and_says_so(tmp_path, monkeypatch)
 
 def test_nan_loss_stops_with_iteration_and_keeps_last_checkpoint(tmp_path, monkeypatch):
     make_dataset(tmp_path / "ds", n_train=4, n_val=0)
-    real_forward = loop_mod.DetectionLoss.forward
+    real_forward = engine.DetectionLoss.forward
     calls = {"n": 0}
 
     def poisoned(self, *args, **kwargs):
@@ -138,7 +138,7 @@ def test_nan_loss_stops_with_iteration_and_keeps_last_checkpoint(tmp_path, monke
             terms["loss"] = terms["loss"] * float("nan")
         return terms
 
-    monkeypatch.setattr(loop_mod.DetectionLoss, "forward", poisoned)
+    monkeypatch.setattr(engine.DetectionLoss, "forward", poisoned)
     with pytest.raises(NonFiniteLossError, match=r"iteration 4 .*epoch 2, batch 2/2.*last good checkpoint"):
         _train(tmp_path, epochs_iters=3)
     ck = load_checkpoint(tmp_path / "out")
@@ -164,15 +164,15 @@ def test_options_from_paddlex_config_keys(tmp_path):
     assert (o.num_classes, o.epochs_iters, o.batch_size, o.learning_rate, o.warmup_steps, o.log_interval,
             o.eval_interval, o.resume_path) == (3, 7, 4, 0.002, 100, 5, 2, "")
     base = get_spec("PP-YOLOE_plus_SOD-S")
-    assert loop_mod.pretrain_source(o, base) == "PP-YOLOE_plus_SOD-S"  # unset: the published weights (PaddleX)
-    assert loop_mod.pretrain_source(TrainConfig(pretrain_weight_path="random"), base) is None
-    assert loop_mod.pretrain_source(TrainConfig(), tiny_spec()) is None  # a custom model has no published weights
+    assert runner.pretrain_source(o, base) == "PP-YOLOE_plus_SOD-S"  # unset: the published weights (PaddleX)
+    assert runner.pretrain_source(TrainConfig(pretrain_weight_path="random"), base) is None
+    assert runner.pretrain_source(TrainConfig(), tiny_spec()) is None  # a custom model has no published weights
     with pytest.raises(ConfigError, match="Train.batch_size"):
         load_config(tmp_path / "c.yaml", ["Train.batch_size=0"])
     with pytest.raises(ConfigError, match="Train.batch_size"):
         train(TrainConfig(batch_size=0), tmp_path)
     with pytest.raises(ConfigError, match="Global.dataset_dir"):
-        loop_mod.run_train(load_config(None, ["Global.mode=train"]))
+        launch.run_train(load_config(None, ["Global.mode=train"]))
 
 
 def test_bad_device_and_resume_path_are_clear_errors(tmp_path):
@@ -219,15 +219,15 @@ def test_cli_trains_sod_s_from_the_paddlex_config(tmp_path, capsys):
 def test_collapsed_assignment_is_reported(tmp_path, monkeypatch):
     """Boxes present but no positive anchor for STARVED_STEPS steps in a row: a warning names the iteration."""
     make_dataset(tmp_path / "ds", n_train=2, n_val=0)
-    real_forward = loop_mod.DetectionLoss.forward
+    real_forward = engine.DetectionLoss.forward
 
     def no_positives(self, *args, **kwargs):
         terms = real_forward(self, *args, **kwargs)
         zero = terms["loss_iou"] * 0.0
         return {**terms, "loss_iou": zero, "loss_dfl": zero, "loss": terms["loss_cls"]}
 
-    monkeypatch.setattr(loop_mod.DetectionLoss, "forward", no_positives)
-    monkeypatch.setattr(loop_mod, "STARVED_STEPS", 3)
+    monkeypatch.setattr(engine.DetectionLoss, "forward", no_positives)
+    monkeypatch.setattr(runner, "STARVED_STEPS", 3)
     _train(tmp_path, batch_size=1, epochs_iters=2)
     log = (tmp_path / "out" / "train.log").read_text()
     assert "WARNING iteration 3: for 3 steps in a row no anchor was assigned" in log

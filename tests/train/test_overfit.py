@@ -17,7 +17,7 @@ import torch
 from ppyoloe_sod import boxes as box_ops
 from ppyoloe_sod.eval.evaluate import evaluate
 from ppyoloe_sod.train.detect import make_detect_fn
-from ppyoloe_sod.train.loop import Trainer
+from ppyoloe_sod.train.engine import Trainer
 from ppyoloe_sod.models import build_model
 from ppyoloe_sod.zoo import get_spec
 

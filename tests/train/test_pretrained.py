@@ -11,7 +11,7 @@ from ppyoloe_sod.errors import WeightsError
 from ppyoloe_sod import models
 from ppyoloe_sod.models import load_weights, read_weights
 from ppyoloe_sod.config import TrainConfig
-from ppyoloe_sod.train.loop import train
+from ppyoloe_sod.train.launch import train
 from ppyoloe_sod.weights.convert import torch_to_paddle
 from ppyoloe_sod.weights.pdparams import save_pdparams
 from ppyoloe_sod.weights.store import save_safetensors

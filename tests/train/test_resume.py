@@ -29,7 +29,7 @@ torch.set_num_threads(1)
 sys.path.insert(0, {tests!r})
 from train_synth import tiny_spec
 from ppyoloe_sod.config import TrainConfig
-from ppyoloe_sod.train.loop import train
+from ppyoloe_sod.train.launch import train
 train(TrainConfig(epochs_iters={epochs}, batch_size=2, num_workers=0, seed=5, warmup_steps=3,
                   resume_path=sys.argv[2] if len(sys.argv) > 2 else None),
       {ds!r}, output=sys.argv[1], model=tiny_spec(), progress=False)
@@ -117,7 +117,7 @@ def test_resume_refuses_a_checkpoint_of_another_model(tmp_path):
     from ppyoloe_sod.errors import ConfigError
     from ppyoloe_sod.train.checkpoint import save_checkpoint
     from ppyoloe_sod.config import TrainConfig
-    from ppyoloe_sod.train.loop import train
+    from ppyoloe_sod.train.launch import train
     from train_synth import tiny_spec
 
     make_dataset(tmp_path / "ds", n_train=2, n_val=0)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ppyoloe_sod.errors import ConfigError, WeightsError
-from ppyoloe_sod.train import loop as loop_mod
+from ppyoloe_sod.train import engine, runner
 from ppyoloe_sod.train.__main__ import main
 from ppyoloe_sod.config import TrainConfig, load_config
 
@@ -39,7 +39,7 @@ def test_training_and_its_evaluation_run_at_the_configured_sizes(tmp_path, monke
 
     make_dataset(tmp_path / "ds", n_train=2, n_val=1, size=96)
     batch_shapes, eval_sizes = [], []
-    real_step, real_preprocess = loop_mod.Trainer.step, predictor.preprocess
+    real_step, real_preprocess = engine.Trainer.step, predictor.preprocess
 
     def recording_step(self, batch, iteration):
         batch_shapes.append(tuple(batch["images"].shape[-2:]))
@@ -49,7 +49,7 @@ def test_training_and_its_evaluation_run_at_the_configured_sizes(tmp_path, monke
         eval_sizes.append(tuple(input_size))
         return real_preprocess(image, input_size)
 
-    monkeypatch.setattr(loop_mod.Trainer, "step", recording_step)
+    monkeypatch.setattr(engine.Trainer, "step", recording_step)
     monkeypatch.setattr(predictor, "preprocess", recording_preprocess)
     code = main(_args(tmp_path, "-o", "Train.pretrain_weight_path=random", "-o", "Train.train_sizes=[64]",
                       "-o", "Train.eval_size=96"))
@@ -89,6 +89,6 @@ def test_offline_start_names_the_other_starting_points(tmp_path, monkeypatch, ca
     assert "-o Train.pretrain_weight_path=random" in err and "TrainConfig(" not in err
     net = models.build_model(tiny_spec())
     with pytest.raises(WeightsError, match=r"pretrain_weight_path='FILE.pdparams'.*pretrain_weight_path='random'"):
-        loop_mod.load_pretrained(net, "PP-YOLOE_plus_SOD-S")
+        runner.load_pretrained(net, "PP-YOLOE_plus_SOD-S")
     with interface("cli"), pytest.raises(WeightsError, match="-o Train.pretrain_weight_path=random"):
-        loop_mod.load_pretrained(net, "PP-YOLOE_plus_SOD-S")
+        runner.load_pretrained(net, "PP-YOLOE_plus_SOD-S")

@@ -1,23 +1,16 @@
-"""The training run: PP-YOLOE+ SOD's recipe in plain PyTorch, from a dataset folder to saved models.
+"""The epoch runner: one process's training run, from the dataset folder to saved models.
 
-``train(TrainConfig(...), dataset_dir)`` is the Python API and ``run_train(cfg)`` the CLI's (a loaded config); the
-options are ``config.TrainConfig``, the ``Train`` keys of a config file. One iteration (:class:`Trainer.step`): LR of the warmup-cosine schedule for that iteration, forward under
-AMP (CUDA only), loss, a finite-loss check, backward, SGD step, EMA update. Once per epoch: evaluation of the
-EMA weights on ``instance_val.json`` (every ``eval_interval`` epochs and at the end), ``latest/`` and, when the
-mAP improves, ``best_model/`` (EMA weights, as the reference saves), then the resumable checkpoint and
-``train_result.json``.
-
-Several processes: ``Global.device=gpu:0,1`` starts one process per GPU (DDP, NCCL, SyncBatchNorm); under
-``torchrun`` (``WORLD_SIZE`` > 1 in the environment) each process trains its shard, also on the CPU (gloo, plain
-BatchNorm: SyncBatchNorm needs CUDA).
+:class:`Runner` reads the dataset, builds the model (the dataset's classes; the start weights by the reference's
+partial match) and the :class:`~.engine.Trainer`, then runs the epochs: a step per batch, the losses logged
+every ``log_interval`` iterations, and at the end of each epoch the evaluation of the EMA weights on
+``instance_val.json`` (every ``eval_interval`` epochs and after the last), ``latest/`` and, when the mAP improves,
+``best_model/`` (EMA weights, as the reference saves), the resumable checkpoint, ``train_curves.png`` and
+``train_result.json``. ``launch.py`` starts one Runner per process.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
-import math
-import os
-import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -27,149 +20,26 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import nn
 from tqdm import tqdm
 
-from ..config import AMP_MODES, Config, GlobalConfig, TrainConfig, dump_config
+from ..config import Config, TrainConfig, dump_config
 from ..data.coco import read_coco
 from ..data.layout import IMAGES_DIR, annotation_path, find_dataset_root
 from ..data.loader import build_train_loader
-from ..device import parse_device, process_device
 from ..errors import ConfigError, NonFiniteLossError, WeightsError, hint
-from ..fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..eval.plots import plot_training_curves
+from ..fileio import atomic_write_json, atomic_write_text
 from ..models import LoadReport, build_model, is_model_name, load_weights, weights_file
 from ..nn.detector import Detector
-from ..zoo import DEFAULT_MODEL, ModelSpec, get_spec
+from ..zoo import ModelSpec, get_spec
 from .checkpoint import (CHECKPOINT_NAME, WEIGHTS_NAME, load_checkpoint, rng_state, save_checkpoint,
                          save_model_dir, set_rng_state)
-from .losses import DetectionLoss
-from .optim import ModelEMA, WarmupCosine, build_optimizer
+from .engine import LOSS_TERMS, Trainer
 
-LOSS_TERMS = ("loss", "loss_cls", "loss_iou", "loss_dfl")
-REFERENCE_COSINE_EPOCHS = 96
 STARVED_STEPS = 20  # consecutive steps with ground truth but no positive anchor before a warning
 CURVES_NAME = "train_curves.png"
+NO_PRETRAIN = ("random", "scratch", "none")  # Train.pretrain_weight_path values for random initialisation
 log = logging.getLogger("ppyoloe_sod.train")
-
-
-# ------------------------------------------------------------------------------------------------ devices
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-# ------------------------------------------------------------------------------------------------ trainer
-
-
-@dataclass
-class Trainer:
-    """Model, loss, optimiser, schedule, EMA and AMP state: one call of :meth:`step` per iteration."""
-
-    model: nn.Module  # possibly DDP-wrapped
-    net: Detector  # the bare network (anchors, state_dict keys)
-    criterion: DetectionLoss
-    optimizer: torch.optim.Optimizer
-    schedule: WarmupCosine
-    ema: ModelEMA
-    device: torch.device
-    amp_dtype: torch.dtype | None = None
-    channels_last: bool = False
-    scaler: torch.amp.GradScaler | None = None
-    world_size: int = 1
-
-    @classmethod
-    def build(cls, net: Detector, base_lr: float, iters_per_epoch: int, device: torch.device | str = "cpu",
-              warmup_iters: int | None = None, cosine_epochs: int = REFERENCE_COSINE_EPOCHS, amp: str = "off",
-              channels_last: bool | None = None, ema_decay: float = 0.9998, world_size: int = 1) -> "Trainer":
-        device = torch.device(device)
-        amp_dtype = _amp_dtype(amp, device)
-        if channels_last is None:
-            channels_last = amp_dtype is not None
-        net = net.to(device)
-        if world_size > 1 and device.type == "cuda":
-            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-        if channels_last:
-            net = net.to(memory_format=torch.channels_last)
-        net.train()
-        model: nn.Module = net
-        if world_size > 1:
-            model = nn.parallel.DistributedDataParallel(
-                net, device_ids=[device.index] if device.type == "cuda" else None)
-        spec = net.spec
-        schedule = WarmupCosine.for_training(base_lr, iters_per_epoch, max_epochs=cosine_epochs,
-                                             warmup_iters=warmup_iters)
-        scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-        return cls(model=model, net=net, criterion=DetectionLoss(spec.num_classes, spec.arch.reg_range).to(device),
-                   optimizer=build_optimizer(net, base_lr), schedule=schedule, ema=ModelEMA(net, ema_decay),
-                   device=device, amp_dtype=amp_dtype, channels_last=channels_last, scaler=scaler,
-                   world_size=world_size)
-
-    def step(self, batch: Mapping[str, Any], iteration: int) -> dict[str, float]:
-        """One optimisation step on a loader batch; returns the loss terms (averaged over ranks) and the LR.
-
-        Raises :class:`NonFiniteLossError` before touching the weights when any rank's loss is not finite.
-        """
-        lr = self.schedule.apply(self.optimizer, iteration)
-        images = batch["images"].to(self.device, non_blocking=True)
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        gt_labels = batch["gt_labels"].to(self.device, non_blocking=True)
-        gt_boxes = batch["gt_boxes"].to(self.device, non_blocking=True)
-        pad_mask = batch["pad_mask"].to(self.device, non_blocking=True)
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                            enabled=self.amp_dtype is not None):
-            raw = self.model(images)
-        points, strides = self.net.anchors(images.shape[-2], images.shape[-1], self.device)
-        terms = self.criterion(raw, points, strides, gt_labels, gt_boxes, pad_mask)
-        values = torch.stack([terms[k].detach().float() for k in LOSS_TERMS])
-        if self.world_size > 1:
-            dist.all_reduce(values)
-            values = values / self.world_size
-        stats = dict(zip(LOSS_TERMS, values.tolist()))
-        if not all(math.isfinite(v) for v in stats.values()):
-            terms_text = ", ".join(f"{k}={v:.4g}" for k, v in stats.items())
-            raise NonFiniteLossError(f"the loss is not finite at iteration {iteration + 1} ({terms_text}, "
-                                     f"lr={lr:.3g})")
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.scaler.scale(terms["loss"]).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            terms["loss"].backward()
-            self.optimizer.step()
-        self.ema.update(self.net)
-        stats["lr"] = lr
-        stats["num_gt"] = float(pad_mask.sum())
-        return stats
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"model": self.net.state_dict(), "ema": self.ema.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "scaler": self.scaler.state_dict() if self.scaler is not None else None}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.net.load_state_dict(state["model"])
-        self.ema.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scaler is not None and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-
-
-def _amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
-    if mode not in AMP_MODES:
-        raise ConfigError(f"amp must be one of {AMP_MODES}, got {mode!r}")
-    if mode == "off" or device.type != "cuda":
-        return None
-    if mode == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if mode == "bf16" else torch.float16
-
-
-# ------------------------------------------------------------------------------------------------ the run
 
 
 @dataclass
@@ -218,7 +88,7 @@ class _TqdmHandler(logging.Handler):
         tqdm.write(self.format(record), file=sys.stdout)
 
 
-def _setup_logging(out: Path, rank: int) -> list[logging.Handler]:
+def setup_logging(out: Path, rank: int) -> list[logging.Handler]:
     """train.log (appended to on resume) and the console; other ranks only print warnings."""
     log.setLevel(logging.INFO)
     log.propagate = False
@@ -278,93 +148,14 @@ def load_pretrained(net: Detector, source: str) -> LoadReport:
     return load_weights(net, path, strict=False)
 
 
-def _get_spec(name: str) -> ModelSpec:
+def spec_of(name: str) -> ModelSpec:
     try:
         return get_spec(name)
     except KeyError as e:
         raise ConfigError(str(e.args[0])) from None
 
 
-def train(options: TrainConfig, dataset_dir: str | os.PathLike, *, output: str | os.PathLike = "output",
-          model: str | ModelSpec = DEFAULT_MODEL, device: str | None = None, progress: bool = True) -> dict[str, Any]:
-    """Train ``model`` on ``dataset_dir`` as ``options`` say; returns the train_result.json content.
-
-    ``model``: a published model name or a :class:`ModelSpec` (custom architectures, tests). ``device``: as
-    ``Global.device`` (None: the first GPU, else the CPU); ``gpu:0,1`` starts one process per GPU, and under
-    ``torchrun`` this process trains its rank. ``progress``: the progress bar.
-    """
-    name = model.name if isinstance(model, ModelSpec) else str(model)
-    cfg = Config(Global=GlobalConfig(model=name, mode="train", dataset_dir=str(dataset_dir), device=device,
-                                     output=str(output)), Train=options)
-    return launch(cfg, model if isinstance(model, ModelSpec) else None, progress)
-
-
-def run_train(cfg: Config) -> dict[str, Any]:
-    """``Global.mode=train``: train from a loaded config; returns the train_result.json content."""
-    return launch(cfg)
-
-
-def launch(cfg: Config, spec: ModelSpec | None = None, progress: bool = True) -> dict[str, Any]:
-    """Check the options, then train in this process, in one process per listed GPU, or as a torchrun rank."""
-    cfg.Train.check()
-    if not cfg.Global.dataset_dir:
-        raise ConfigError("Global.dataset_dir is not set; pass -o Global.dataset_dir=DIR (the folder with images/ "
-                          "and annotations/instance_train.json)")
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    request = parse_device(cfg.Global.device)
-    gpus = torch.cuda.device_count() if request.kind == "cuda" else 0
-    if world > 1:  # started by torchrun: this process trains one rank
-        device = process_device(request, int(os.environ.get("LOCAL_RANK", "0")), gpus)
-        return train_process(cfg, int(os.environ["RANK"]), world, device, spec, progress).summary
-    if len(request.ids) > 1:
-        import torch.multiprocessing as mp
-
-        for local_rank in range(len(request.ids)):  # every listed GPU exists, before any process starts
-            process_device(request, local_rank, gpus)
-        port = _free_port()
-        mp.spawn(_spawn_entry, args=(cfg, spec, progress, list(request.ids), port), nprocs=len(request.ids),
-                 join=True)
-        import json
-        return json.loads((Path(cfg.Global.output) / "train_result.json").read_text(encoding="utf-8"))
-    return train_process(cfg, 0, 1, process_device(request, 0, gpus), spec, progress).summary
-
-
-def _spawn_entry(local_rank: int, cfg: Config, spec: ModelSpec | None, progress: bool, ids: list[int],
-                 port: int) -> None:
-    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(local_rank),
-                       "LOCAL_RANK": str(local_rank), "WORLD_SIZE": str(len(ids))})
-    train_process(cfg, local_rank, len(ids), torch.device("cuda", ids[local_rank]), spec, progress)
-
-
-def train_process(cfg: Config, rank: int, world_size: int, device: torch.device, spec: ModelSpec | None = None,
-                  progress: bool = True) -> TrainRun:
-    """The training of one process (rank ``rank`` of ``world_size``; process group from the environment).
-
-    ``spec``: the model to train when it is not the published ``Global.model`` (a custom :class:`ModelSpec`).
-    """
-    cfg.Train.check()
-    own_group = False
-    if world_size > 1 and not dist.is_initialized():
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world_size)
-        own_group = True
-    out = Path(cfg.Global.output)
-    handlers = _setup_logging(out, rank)
-    try:
-        return _Run(cfg, spec or _get_spec(cfg.Global.model), progress, rank, world_size, device, out).run()
-    except NonFiniteLossError as e:
-        log.error("%s", e)
-        raise
-    finally:
-        for h in handlers:
-            log.removeHandler(h)
-            h.close()
-        if own_group:
-            dist.destroy_process_group()
-
-
-class _Run:
+class Runner:
     """One process's training run, split into steps small enough to read."""
 
     def __init__(self, cfg: Config, base: ModelSpec, progress: bool, rank: int, world: int, device: torch.device,
@@ -571,7 +362,7 @@ class _Run:
                 "history": torch.tensor(self.history, dtype=torch.float64).reshape(-1, 2 + len(LOSS_TERMS)),
                 "eval_history": self.eval_history,
             })
-            atomic_write_bytes(self.out / CURVES_NAME, curves_png(self.history, self.eval_history))
+            plot_training_curves(self.history, LOSS_TERMS, self.eval_history, self.out / CURVES_NAME)
             atomic_write_json(self.out / "train_result.json", self._summary(done=False))
             log.info("epoch %d done: saved %s", self.epoch_done, self.out / "latest")
         if self.world > 1:
@@ -614,45 +405,7 @@ class _Run:
         }
 
 
-def curves_png(history: list[list[float]], evals: list[dict[str, Any]], window: int = 20) -> bytes:
-    """Loss terms per iteration (light) with their moving average (dark), LR, and mAP per evaluation."""
-    import io
-
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(11, 3.6), dpi=110)
-    FigureCanvasAgg(fig)
-    ax_loss, ax_lr, ax_map = fig.subplots(1, 3)
-    h = np.asarray(history, dtype=np.float64).reshape(-1, 2 + len(LOSS_TERMS))
-    for col, name in enumerate(LOSS_TERMS, start=1):
-        if not len(h):
-            break
-        line, = ax_loss.plot(h[:, 0], h[:, col], alpha=0.25, linewidth=0.8)
-        k = max(1, min(window, len(h) // 5 or 1))
-        smooth = np.convolve(h[:, col], np.ones(k) / k, mode="valid")
-        ax_loss.plot(h[k - 1:, 0], smooth, color=line.get_color(), label=name)
-    ax_loss.set(title="training loss", xlabel="iteration")
-    if len(h):
-        ax_loss.legend(fontsize=8)
-        ax_lr.plot(h[:, 0], h[:, -1])
-    ax_lr.set(title="learning rate", xlabel="iteration")
-    if evals:
-        epochs = [e["epoch"] for e in evals]
-        for key in ("mAP", "AP50"):
-            ax_map.plot(epochs, [e[key] for e in evals], marker="o", label=key)
-        ax_map.legend(fontsize=8)
-    ax_map.set(title="evaluation (EMA weights)", xlabel="epoch")
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
-
-
 def _metric_text(metrics: Mapping[str, Any] | None) -> str:
     if not metrics or metrics.get("mAP") is None:
         return "n/a (no evaluation)"
     return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
-
-
-NO_PRETRAIN = ("random", "scratch", "none")  # Train.pretrain_weight_path values for random initialisation

@@ -1,0 +1,130 @@
+"""The per-step engine: one optimisation step of PP-YOLOE+ SOD's recipe, and the state it carries.
+
+:class:`Trainer` holds the model (DDP-wrapped when several processes train), the loss, SGD, the warmup-cosine
+schedule, the weight EMA and the AMP state. :meth:`Trainer.step` is one iteration: the LR for that iteration,
+forward under AMP (CUDA only), loss, a finite-loss check, backward, SGD step, EMA update. It knows nothing of
+epochs, files or logs (``runner.py``), nor of processes (``launch.py``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..config import AMP_MODES
+from ..errors import ConfigError, NonFiniteLossError
+from ..nn.detector import Detector
+from .losses import DetectionLoss
+from .optim import ModelEMA, WarmupCosine, build_optimizer
+
+LOSS_TERMS = ("loss", "loss_cls", "loss_iou", "loss_dfl")
+REFERENCE_COSINE_EPOCHS = 96
+
+
+@dataclass
+class Trainer:
+    """Model, loss, optimiser, schedule, EMA and AMP state: one call of :meth:`step` per iteration."""
+
+    model: nn.Module  # possibly DDP-wrapped
+    net: Detector  # the bare network (anchors, state_dict keys)
+    criterion: DetectionLoss
+    optimizer: torch.optim.Optimizer
+    schedule: WarmupCosine
+    ema: ModelEMA
+    device: torch.device
+    amp_dtype: torch.dtype | None = None
+    channels_last: bool = False
+    scaler: torch.amp.GradScaler | None = None
+    world_size: int = 1
+
+    @classmethod
+    def build(cls, net: Detector, base_lr: float, iters_per_epoch: int, device: torch.device | str = "cpu",
+              warmup_iters: int | None = None, cosine_epochs: int = REFERENCE_COSINE_EPOCHS, amp: str = "off",
+              channels_last: bool | None = None, ema_decay: float = 0.9998, world_size: int = 1) -> "Trainer":
+        device = torch.device(device)
+        amp_dtype = _amp_dtype(amp, device)
+        if channels_last is None:
+            channels_last = amp_dtype is not None
+        net = net.to(device)
+        if world_size > 1 and device.type == "cuda":
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        if channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        net.train()
+        model: nn.Module = net
+        if world_size > 1:
+            model = nn.parallel.DistributedDataParallel(
+                net, device_ids=[device.index] if device.type == "cuda" else None)
+        spec = net.spec
+        schedule = WarmupCosine.for_training(base_lr, iters_per_epoch, max_epochs=cosine_epochs,
+                                             warmup_iters=warmup_iters)
+        scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+        return cls(model=model, net=net, criterion=DetectionLoss(spec.num_classes, spec.arch.reg_range).to(device),
+                   optimizer=build_optimizer(net, base_lr), schedule=schedule, ema=ModelEMA(net, ema_decay),
+                   device=device, amp_dtype=amp_dtype, channels_last=channels_last, scaler=scaler,
+                   world_size=world_size)
+
+    def step(self, batch: Mapping[str, Any], iteration: int) -> dict[str, float]:
+        """One optimisation step on a loader batch; returns the loss terms (averaged over ranks) and the LR.
+
+        Raises :class:`NonFiniteLossError` before touching the weights when any rank's loss is not finite.
+        """
+        lr = self.schedule.apply(self.optimizer, iteration)
+        images = batch["images"].to(self.device, non_blocking=True)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        gt_labels = batch["gt_labels"].to(self.device, non_blocking=True)
+        gt_boxes = batch["gt_boxes"].to(self.device, non_blocking=True)
+        pad_mask = batch["pad_mask"].to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                            enabled=self.amp_dtype is not None):
+            raw = self.model(images)
+        points, strides = self.net.anchors(images.shape[-2], images.shape[-1], self.device)
+        terms = self.criterion(raw, points, strides, gt_labels, gt_boxes, pad_mask)
+        values = torch.stack([terms[k].detach().float() for k in LOSS_TERMS])
+        if self.world_size > 1:
+            dist.all_reduce(values)
+            values = values / self.world_size
+        stats = dict(zip(LOSS_TERMS, values.tolist()))
+        if not all(math.isfinite(v) for v in stats.values()):
+            terms_text = ", ".join(f"{k}={v:.4g}" for k, v in stats.items())
+            raise NonFiniteLossError(f"the loss is not finite at iteration {iteration + 1} ({terms_text}, "
+                                     f"lr={lr:.3g})")
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(terms["loss"]).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            terms["loss"].backward()
+            self.optimizer.step()
+        self.ema.update(self.net)
+        stats["lr"] = lr
+        stats["num_gt"] = float(pad_mask.sum())
+        return stats
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.net.state_dict(), "ema": self.ema.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.net.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+
+
+def _amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+    if mode not in AMP_MODES:
+        raise ConfigError(f"amp must be one of {AMP_MODES}, got {mode!r}")
+    if mode == "off" or device.type != "cuda":
+        return None
+    if mode == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if mode == "bf16" else torch.float16
