@@ -91,6 +91,11 @@ class TrainConfig:
     resume_path: str | None = key(None, "continue a stopped run: its output folder or its checkpoint.pt")
     log_interval: int = key(10, "log the losses every this many iterations")
     eval_interval: int = key(1, "evaluate on instance_val.json every this many epochs (and after the last)")
+    save_interval_iters: int = key(
+        1000, "also write a resumable checkpoint every this many iterations within an epoch (one is written at the "
+              "end of every epoch); 0: at epoch ends only. 1000 is a few per VisDrone epoch at batch 2", ours=True)
+    keep_checkpoints: int = key(3, "resumable checkpoints kept in <Global.output>/checkpoints (older ones are "
+                                   "deleted); the newest is also latest/checkpoint.pt", ours=True)
     seed: int = key(0, "random seed of initialisation, data order and augmentation", ours=True)
     num_workers: int = key(2, "data-loading worker processes (0: load in the training process)", ours=True)
     amp: str = key("auto", "mixed precision on CUDA: " + ", ".join(AMP_MODES) + " (auto: bf16 where the GPU has "
@@ -116,11 +121,11 @@ class TrainConfig:
         for f in dataclasses.fields(self):
             _check(getattr(self, f.name), hints[f.name], f"Train.{f.name}")
         for name in ("epochs_iters", "batch_size", "log_interval", "eval_interval", "eval_batch_size",
-                     "cosine_epochs", "num_classes", "max_iters"):
+                     "cosine_epochs", "keep_checkpoints", "num_classes", "max_iters"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"Train.{name} must be >= 1, got {value}")
-        for name in ("warmup_steps", "num_workers"):
+        for name in ("warmup_steps", "num_workers", "save_interval_iters"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ConfigError(f"Train.{name} must be >= 0, got {value}")
@@ -182,8 +187,9 @@ class EvaluateConfig:
 class ExportConfig:
     weight_path: str | None = key(None, "weights to export: a .safetensors/.pdparams file or a folder holding one; "
                                         "null: the published weights of Global.model")
-    format: str = key("onnx", "onnx (model.onnx), openvino (model.onnx plus OpenVINO IR model.xml/.bin) or tensorrt; "
-                              "written with model_config.json into Global.output", ours=True)
+    format: str = key("onnx", "onnx (model.onnx), openvino (model.onnx plus OpenVINO IR model.xml/.bin) or tensorrt "
+                              "(model.onnx plus model.engine and model.engine.json, built here: needs TensorRT and an "
+                              "NVIDIA GPU); written with model_config.json into Global.output", ours=True)
     precision: str = key("fp32", "what the export runs at: fp32; bf16 with format openvino (CPUs with bf16); "
                                  "fp16 with format tensorrt", ours=True)
     dynamic_shape: bool = key(False, "the graph also takes input sizes other than input_size (multiples of "

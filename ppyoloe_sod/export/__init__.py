@@ -2,12 +2,15 @@
 
 ``export_model(model, output_dir, format=..., precision=...)`` and ``Global.mode=export`` write into one folder:
 ``model_config.json`` (see ``export.config``), ``model.onnx`` (opset 17, dynamic batch, optionally dynamic
-height and width) and, for ``format='openvino'``, the OpenVINO IR ``model.xml`` / ``model.bin``. The folder is
-built beside its destination and renamed into place, so an interrupted export leaves the old folder (if any)
-whole. The graph is the network alone: decode and NMS run in torch after every backend.
+height and width) and, for ``format='openvino'``, the OpenVINO IR ``model.xml`` / ``model.bin``; for
+``format='tensorrt'`` (TensorRT and an NVIDIA GPU here) the engine ``model.engine`` and its sidecar
+``model.engine.json``, built by ``export.tensorrt.export_tensorrt`` as tools/export_trt.py builds them. The
+folder is built beside its destination and renamed into place, so an interrupted export leaves the old folder
+(if any) whole. The graph is the network alone: decode and NMS run in torch after every backend.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -43,14 +46,14 @@ def check_export_request(format: str, precision: str) -> None:
         raise ConfigError(f"{prec_key}={precision} does not fit {fmt_key}={format}, which runs "
                           f"{', '.join(FORMAT_PRECISIONS[format])}; {precision} is made with {where}")
     if format == "tensorrt":
-        from ..infer.backends import tensorrt_available
+        from .tensorrt import engine_requirements_missing
 
-        if not tensorrt_available():
-            raise ConfigError(f"{fmt_key}=tensorrt needs TensorRT, which is not installed: pip install tensorrt on a "
-                              f"machine with an NVIDIA GPU and CUDA 12. Meanwhile {fmt_key}=onnx writes the "
-                              f"model.onnx that TensorRT builds its engine from.")
-        raise ConfigError(f"{fmt_key}=tensorrt: building TensorRT engines is not part of this version; export "
-                          f"{fmt_key}=onnx and build an engine from its model.onnx with trtexec.")
+        missing = engine_requirements_missing()
+        if missing:
+            raise ConfigError(f"{fmt_key}=tensorrt builds a TensorRT engine here, which needs {' and '.join(missing)}"
+                              f": pip install 'ppyoloe-sod[tensorrt]' on a machine with an NVIDIA GPU and export "
+                              f"there, or export {fmt_key}=onnx now and build the engine later on the machine that "
+                              f"runs it: python tools/export_trt.py ONNX_EXPORT_DIR -o TRT_DIR")
 
 
 def check_target(target: Path) -> None:
@@ -92,10 +95,11 @@ def export_model(model: Any = "PP-YOLOE_plus_SOD-S", output_dir: str | os.PathLi
 
     ``model``: a published model name (its ``weights``: None for the published file, else a .safetensors /
     .pdparams file or a folder holding one) or a loaded ``Detector``. ``format``: onnx, openvino (ONNX plus
-    OpenVINO IR) or tensorrt. ``precision``: what the folder runs at: fp32; bf16 with openvino; fp16 with
-    tensorrt. ``dynamic_shape``: the graph also takes other input sizes (multiples of 32); the batch axis is
-    always dynamic. ``input_size``: (h, w) to trace at and resize to (default the model's, 640x640).
-    Returns the folder.
+    OpenVINO IR) or tensorrt (ONNX plus an engine for this machine's TensorRT and GPU, batch 1..8 at
+    ``input_size``). ``precision``: what the folder runs at: fp32; bf16 with openvino; fp16 with tensorrt.
+    ``dynamic_shape``: the graph also takes other input sizes (multiples of 32; an engine for other sizes:
+    tools/export_trt.py --min-size/--max-size); the batch axis is always dynamic. ``input_size``: (h, w) to
+    trace at and resize to (default the model's, 640x640). Returns the folder.
     """
     from ..infer.backends import weights_digest
     from ..models import load_model
@@ -123,6 +127,11 @@ def export_model(model: Any = "PP-YOLOE_plus_SOD-S", output_dir: str | os.PathLi
                 from .openvino import export_openvino
 
                 export_openvino(staging / ONNX_FILE, staging / FORMAT_FILES["openvino"][0])
+            if format == "tensorrt":  # the ONNX export is the source of tools/export_trt.py's build, here too
+                from .tensorrt import export_tensorrt
+
+                write_model_config(staging, dataclasses.replace(config, format="onnx", precision="fp32"))
+                return export_tensorrt(staging, target, precision)
             write_model_config(staging, config)
         staging.chmod(0o777 & ~current_umask())  # mkdtemp made it 0700; an export is shared like any folder
         publish_folder(staging, target)

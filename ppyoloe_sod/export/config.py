@@ -27,8 +27,9 @@ MAX_CONFIG_BYTES = 1 << 20  # a model_config.json is a few kB; anything near thi
 FORMATS = ("onnx", "openvino", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "bf16")
 ONNX_FILE = "model.onnx"
-# The files each format adds next to model.onnx (always written: the portable graph every backend can read).
-FORMAT_FILES = {"onnx": (), "openvino": ("model.xml", "model.bin"), "tensorrt": ("model.engine",)}
+# The files each format adds next to model.onnx (always written: the portable graph every backend can read),
+# the one its backend opens first. TensorRT's sidecar (which TensorRT and GPU the engine is for) is hashed too.
+FORMAT_FILES = {"onnx": (), "openvino": ("model.xml", "model.bin"), "tensorrt": ("model.engine", "model.engine.json")}
 # Files that mark a folder as an export (so one without model_config.json is named as a broken export).
 EXPORT_FILES = (ONNX_FILE, *(name for names in FORMAT_FILES.values() for name in names))
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
 import os
 import shutil
@@ -330,6 +331,27 @@ def import_tensorrt() -> Any:
         raise ConfigError(f"TensorRT is not installed: {INSTALL_HINT}. Without it, run the export's model.onnx "
                           f"with ONNX Runtime or the model with backend 'torch' on the GPU") from None
     return tensorrt
+
+
+def tensorrt_importable() -> bool:
+    """``import tensorrt`` works here (installed with its CUDA libraries): the check that decides whether
+    engines can be built and run, short of a GPU."""
+    try:
+        importlib.import_module("tensorrt")
+    except (ImportError, OSError, RuntimeError):  # not installed, or its CUDA libraries missing
+        return False
+    return True
+
+
+def engine_requirements_missing() -> list[str]:
+    """What this machine lacks to build a TensorRT engine (an importable TensorRT and a CUDA GPU); [] when
+    it has both."""
+    import torch
+
+    missing = [] if tensorrt_importable() else ["TensorRT (not installed)"]
+    if not torch.cuda.is_available():
+        missing.append("an NVIDIA GPU (CUDA is not available here)")
+    return missing
 
 
 def cuda_runtime_info(trt: Any, device_index: int) -> RuntimeInfo:

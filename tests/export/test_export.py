@@ -175,7 +175,7 @@ def test_export_refuses_a_folder_of_other_files(tmp_path):
     ("onnx", "bf16", "Export.precision=bf16 does not fit Export.format=onnx, which runs fp32; bf16 is made with "
                      "format openvino"),
     ("openvino", "fp16", "fp16 is made with format tensorrt"),
-    ("tensorrt", "fp32", "needs TensorRT, which is not installed: pip install tensorrt"),
+    ("tensorrt", "fp32", "needs TensorRT (not installed)"),
 ])
 def test_bad_format_or_precision_is_named_before_loading(tmp_path, format, precision, message):
     pytest.importorskip("onnx")
@@ -186,6 +186,74 @@ def test_bad_format_or_precision_is_named_before_loading(tmp_path, format, preci
                      format=format, precision=precision)
     assert message in str(info.value)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("has_tensorrt, has_gpu, missing", [
+    (False, False, "needs TensorRT (not installed) and an NVIDIA GPU (CUDA is not available here)"),
+    (True, False, "needs an NVIDIA GPU (CUDA is not available here)"),
+    (False, True, "needs TensorRT (not installed):"),
+])
+@pytest.mark.parametrize("where, key", [("python", "format"), ("cli", "Export.format")])
+def test_tensorrt_format_names_what_is_missing_and_the_fix(tmp_path, monkeypatch, has_tensorrt, has_gpu, missing,
+                                                           where, key):
+    """Python and the command line alike: what this machine lacks, and both ways on (install here, or build
+    the engine later from an ONNX export), before any weights are read."""
+    from ppyoloe_sod.export import tensorrt as trt_export
+
+    monkeypatch.setattr(trt_export, "tensorrt_importable", lambda: has_tensorrt)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: has_gpu)
+    with interface(where), pytest.raises(ConfigError) as info:
+        export_model("PP-YOLOE_plus_SOD-S", tmp_path / "out", weights=tmp_path / "missing.safetensors",
+                     format="tensorrt", precision="fp16")
+    message = str(info.value)
+    assert message.startswith(f"{key}=tensorrt builds a TensorRT engine here, which {missing}")
+    assert "pip install 'ppyoloe-sod[tensorrt]' on a machine with an NVIDIA GPU" in message
+    assert f"{key}=onnx now and build the engine later" in message and "tools/export_trt.py" in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_tensorrt_export_without_tensorrt_exits_with_the_message(tmp_path, monkeypatch, capsys):
+    from ppyoloe_sod.__main__ import main
+    from ppyoloe_sod.export import tensorrt as trt_export
+
+    monkeypatch.setattr(trt_export, "tensorrt_importable", lambda: False)
+    code = main(["-c", CONFIG, "-o", "Global.mode=export", "-o", "Export.format=tensorrt",
+                 "-o", f"Export.weight_path={tmp_path / 'missing.safetensors'}",
+                 "-o", f"Global.output={tmp_path / 'out'}"])
+    err = capsys.readouterr().err
+    assert code != 0 and "Export.format=tensorrt builds a TensorRT engine here, which needs TensorRT" in err
+    assert "pip install 'ppyoloe-sod[tensorrt]'" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_tensorrt_export_wiring_with_a_stand_in_builder(tmp_path, monkeypatch, random_detector):
+    """export_model(format='tensorrt') hands its ONNX export to export_tensorrt (tools/export_trt.py's code)
+    with the profile of its input size. No engine is built here: a stand-in for build_engine records the call
+    and writes placeholder files, so what is checked is the folder and its model_config.json."""
+    from ppyoloe_sod.export import tensorrt as trt_export
+
+    calls = []
+
+    def stand_in_build_engine(onnx_path, engine_path, precision, profile, workspace, timing_cache, model_config,
+                              *rest):
+        calls.append((Path(onnx_path).name, precision, profile, model_config))
+        Path(engine_path).write_bytes(b"placeholder engine")
+        trt_export.sidecar_path(engine_path).write_text("{}")
+
+    monkeypatch.setattr(trt_export, "engine_requirements_missing", lambda: [])
+    monkeypatch.setattr(trt_export, "import_tensorrt", lambda: None)
+    monkeypatch.setattr(trt_export, "build_engine", stand_in_build_engine)
+    out = export_model(random_detector, tmp_path / "trt", format="tensorrt", precision="fp16", input_size=SIZE)
+    assert sorted(p.name for p in out.iterdir()) == ["model.engine", "model.engine.json", "model.onnx", MODEL_CONFIG]
+    [(onnx_name, precision, profile, engine_config)] = calls
+    assert (onnx_name, precision) == ("model.onnx", "fp16")
+    assert profile == trt_export.make_profile(SIZE, False)
+    assert (engine_config["format"], engine_config["precision"]) == ("tensorrt", "fp16")
+    config = read_model_config(out)
+    assert (config.format, config.precision, config.input_size) == ("tensorrt", "fp16", SIZE)
+    assert config.files == {n: sha256_file(out / n) for n in ("model.onnx", "model.engine", "model.engine.json")}
+    assert config.weights_digest == weights_digest(random_detector, length=64)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["trt"]  # no staging folder left behind
 
 
 def test_openvino_format_without_openvino_says_how_to_install(tmp_path, monkeypatch):
