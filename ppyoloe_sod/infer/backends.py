@@ -1,4 +1,4 @@
-"""Where the network runs: eager PyTorch, ONNX Runtime or OpenVINO, behind one ``run(images) -> RawOutput``.
+"""Where the network runs: eager PyTorch, ONNX Runtime, OpenVINO or TensorRT, behind one ``run(images) -> RawOutput``.
 
 The predictor does the pre- and post-processing itself, so a backend only maps a float32 RGB batch
 ``[B, 3, H, W]`` (0..1) to the raw head outputs; decode and the Paddle-exact NMS run in torch after it.
@@ -272,11 +272,22 @@ def openvino_cpu_has_bf16(core: Any) -> bool:
     return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
-def make_tensorrt_backend(engine_path: str | Path | None, device: torch.device, precision: str = "fp32") -> Backend:
-    """TensorRT: an engine built by tools/export_trt.py, checked against its sidecar (infer/tensorrt_backend.py)."""
+def check_tensorrt_here(device: torch.device | None = None) -> None:
+    """ConfigError unless TensorRT imports here and (when given) ``device`` is a GPU: backend 'tensorrt' needs
+    both (TensorRTBackend checks the device of an engine it opens itself)."""
     if not tensorrt_available():
-        raise ConfigError("backend 'tensorrt' needs TensorRT, which is not installed: pip install tensorrt (an "
-                          "NVIDIA GPU with CUDA 12 needed); or use backend 'torch' on the GPU")
+        raise ConfigError(f"backend 'tensorrt' needs TensorRT, which is not installed: {TENSORRT_INSTALL}; or use "
+                          f"backend 'torch' on the GPU")
+    if device is not None and torch.device(device).type != "cuda":
+        raise ConfigError(f"backend 'tensorrt' runs on an NVIDIA GPU, not on {device}; use "
+                          f"{hint(python='device=' + repr('gpu'), cli='-o Global.device=gpu')}, or backend "
+                          f"'openvino' / 'onnxruntime' on the CPU")
+
+
+def make_tensorrt_backend(engine_path: str | Path | None, device: torch.device, precision: str = "fp32") -> Backend:
+    """TensorRT on an engine (an export folder's model.engine, or one ``tensorrt_engine_for`` cached for a
+    weights file), checked against its sidecar by TensorRTBackend (infer/tensorrt_backend.py)."""
+    check_tensorrt_here()
     if engine_path is None:
         raise ConfigError("backend 'tensorrt' runs an engine built from an export: python tools/export_trt.py "
                           "EXPORT_DIR -o TRT_DIR, then load TRT_DIR as model_dir; or use backend 'torch' on the GPU")
@@ -285,10 +296,24 @@ def make_tensorrt_backend(engine_path: str | Path | None, device: torch.device, 
     return TensorRTBackend(engine_path, device, precision)
 
 
+def tensorrt_engine_for(detector: Detector, model_name: str, input_size: tuple[int, int], device: torch.device,
+                        precision: str) -> Path:
+    """use_hpip with TensorRT on a weights file: the engine of its cached ONNX graph, built on first use (takes
+    minutes, said before it starts) and cached per graph, precision, TensorRT version and GPU."""
+    from .tensorrt_backend import cached_engine
+
+    check_tensorrt_here(device)
+    h, w = input_size
+    _announce(f"use_hpip: TensorRT runs {model_name} from an engine ({precision}, batch 1..8 at {h}x{w}): built "
+              f"on first use, which takes minutes, then reused from {cache_dir() / 'tensorrt'}")
+    return cached_engine(cached_onnx(detector, model_name, input_size), device, precision, input_size)
+
+
 # ------------------------------------------------------------------------------------------------ picking
 
 _INSTALL = {"openvino": "pip install openvino (or pip install 'ppyoloe-sod[openvino]')",
             "onnxruntime": "pip install onnxruntime (or pip install 'ppyoloe-sod[onnx]')"}
+TENSORRT_INSTALL = "pip install 'ppyoloe-sod[tensorrt]' (TensorRT 10 or 11; an NVIDIA GPU with CUDA 12 or 13)"
 
 
 def _import_backend(module: str) -> Any:
@@ -312,7 +337,10 @@ def openvino_available() -> bool:
 
 
 def tensorrt_available() -> bool:
-    return _installed("tensorrt")
+    """``import tensorrt`` works (installed with its CUDA libraries), not merely a package found."""
+    from ..export.tensorrt import tensorrt_importable
+
+    return tensorrt_importable()
 
 
 # Predict.kernel_option.run_mode values (PaddleX's engine option) that name one of our graph backends
@@ -327,14 +355,18 @@ def hpi_config_for_run_mode(run_mode: str | None) -> dict[str, str] | None:
 
 
 def auto_backend(device: torch.device) -> str:
-    """The fastest backend installed here that keeps float32 results: OpenVINO, then ONNX Runtime on a CPU
-    (measured on x86 with AVX-512/AMX; see the README); on a GPU torch (a TensorRT backend is not part of
-    this version)."""
-    if torch.device(device).type == "cpu":
+    """The backend use_hpip picks when hpi_config names none: the fastest one installed here that keeps
+    float32 results. On a CPU OpenVINO, then ONNX Runtime (measured on x86 with AVX-512/AMX; see the README),
+    then torch; on a GPU TensorRT when ``import tensorrt`` works (an fp32 engine, built once per weights and
+    cached), then torch on CUDA. Only the name: make_backend builds it and says which ran, in which precision."""
+    kind = torch.device(device).type
+    if kind == "cpu":
         if openvino_available():
             return "openvino"
         if onnxruntime_available():
             return "onnxruntime"
+    if kind == "cuda" and tensorrt_available():
+        return "tensorrt"
     return "torch"
 
 
@@ -394,7 +426,8 @@ def make_backend(detector: Detector, device: torch.device, use_hpip: bool = Fals
     if name == "torch":
         backend = TorchBackend(detector, device, precision)
     elif name == "tensorrt":
-        backend = make_tensorrt_backend(None, device, precision)
+        engine = tensorrt_engine_for(detector, model_name, input_size, device, precision)
+        backend = make_tensorrt_backend(engine, device, precision)
     else:
         backend = graph_backend(name, cached_onnx(detector, model_name, input_size), device, hpi.backend_config,
                                 precision)
@@ -413,6 +446,9 @@ def announce_backend(backend: Backend, model_name: str, picked: bool, device: to
     elif backend.name == "torch" and torch.device(device).type == "cpu":
         message = (f"use_hpip: neither openvino nor onnxruntime is installed ({_INSTALL['openvino']}); running "
                    f"{model_name} on {what} instead")
+    elif backend.name == "torch":
+        message = (f"use_hpip: TensorRT is not installed ({TENSORRT_INSTALL}); running {model_name} on {what} "
+                   f"instead")
     else:
         message = (f"use_hpip: running {model_name} on {what}, the fastest float32 backend installed here; "
                    f"hpi_config={{'backend': ...}} picks another")

@@ -174,8 +174,71 @@ def test_hpi_config_without_use_hpip_is_refused(random_detector):
 
 def test_tensorrt_backend_says_what_is_missing(random_detector, monkeypatch):
     monkeypatch.setattr(backends, "tensorrt_available", lambda: False)
-    with pytest.raises(ConfigError, match="needs TensorRT, which is not installed: pip install tensorrt"):
+    with pytest.raises(ConfigError, match=r"not installed: pip install 'ppyoloe-sod\[tensorrt\]'"):
         make_backend(random_detector, torch.device("cpu"), use_hpip=True, hpi_config={"backend": "tensorrt"})
+
+
+def test_auto_pick_decision_puts_tensorrt_first_on_a_gpu(monkeypatch, capsys):
+    """The order alone (auto_backend returns a name; no engine is built or run here): on a GPU TensorRT when
+    it imports, else torch, whose announcement says TensorRT is missing; on a CPU TensorRT is never picked."""
+    from types import SimpleNamespace
+
+    gpu, cpu = torch.device("cuda", 0), torch.device("cpu")
+    monkeypatch.setattr(backends, "openvino_available", lambda: True)
+    monkeypatch.setattr(backends, "onnxruntime_available", lambda: True)
+    monkeypatch.setattr(backends, "tensorrt_available", lambda: True)
+    assert auto_backend(gpu) == "tensorrt"
+    assert auto_backend(cpu) == "openvino"
+    monkeypatch.setattr(backends, "openvino_available", lambda: False)
+    monkeypatch.setattr(backends, "onnxruntime_available", lambda: False)
+    assert auto_backend(cpu) == "torch"
+    monkeypatch.setattr(backends, "tensorrt_available", lambda: False)
+    assert auto_backend(gpu) == "torch"
+    torch_on_gpu = SimpleNamespace(name="torch", describe=lambda: "cuda:0, fp32")
+    backends.announce_backend(torch_on_gpu, MODEL, picked=True, device=gpu)
+    assert "use_hpip: TensorRT is not installed (pip install 'ppyoloe-sod[tensorrt]'" in capsys.readouterr().err
+
+
+def test_tensorrt_counts_as_available_only_when_it_imports(tmp_path, monkeypatch):
+    """A tensorrt package whose CUDA libraries are missing is found by pip but fails to import: not picked."""
+    import sys
+
+    package = tmp_path / "tensorrt"
+    package.mkdir()
+    (package / "__init__.py").write_text("raise OSError('libnvinfer.so.10: cannot open shared object file')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "tensorrt", raising=False)
+    assert backends.tensorrt_available() is False
+    assert auto_backend(torch.device("cuda", 0)) == "torch"
+
+
+def test_tensorrt_on_weights_checks_the_device_before_building(random_detector, monkeypatch, tmp_path):
+    """backend 'tensorrt' on a weights file builds a cached engine, so a CPU device is refused first (no
+    ONNX export, no engine)."""
+    monkeypatch.setenv("PPYOLOE_SOD_HOME", str(tmp_path))
+    monkeypatch.setattr(backends, "tensorrt_available", lambda: True)
+    with pytest.raises(ConfigError, match="backend 'tensorrt' runs on an NVIDIA GPU, not on cpu"):
+        make_backend(random_detector, torch.device("cpu"), use_hpip=True, model_name=MODEL, input_size=SIZE,
+                     hpi_config={"backend": "tensorrt"})
+    assert not any(tmp_path.iterdir())
+
+
+def test_use_hpip_on_a_gpu_routes_weights_to_a_cached_engine(random_detector, monkeypatch, capsys):
+    """The route only (stand-ins for the engine cache and the TensorRT backend; nothing runs): the auto pick
+    on a GPU asks tensorrt_engine_for for the weights' engine, hands it on at fp32 and announces TensorRT."""
+    from types import SimpleNamespace
+
+    calls = []
+    monkeypatch.setattr(backends, "tensorrt_available", lambda: True)
+    monkeypatch.setattr(backends, "tensorrt_engine_for",
+                        lambda det, name, size, device, precision: calls.append((name, size, precision)) or "e.engine")
+    monkeypatch.setattr(backends, "make_tensorrt_backend",
+                        lambda engine, device, precision: SimpleNamespace(name="tensorrt", engine=engine,
+                                                                          describe=lambda: f"stand-in, {precision}"))
+    backend = make_backend(random_detector, torch.device("cuda", 0), use_hpip=True, model_name=MODEL,
+                           input_size=SIZE)
+    assert backend.engine == "e.engine" and calls == [(MODEL, SIZE, "fp32")]
+    assert f"use_hpip: running {MODEL} on TensorRT (stand-in, fp32)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("run_mode, hpi_config", [("onnxruntime", {"backend": "onnxruntime"}),
