@@ -228,7 +228,8 @@ class PredictConfig:
         None, "score threshold of the results: a float, or per class {0: 0.4, 3: 0.6} (other classes 0.5); "
               "null: 0.5", ours=True)
     use_hpip: bool = key(False, "run the network on the fastest float32 backend installed (OpenVINO, then ONNX "
-                                "Runtime on a CPU; exported once and cached) and say which", ours=True)
+                                "Runtime on a CPU; TensorRT on a GPU; exported once and cached) and say which",
+                         ours=True)
     # ours: the pixel guard and the report of predict (ppyoloe_sod.infer.predictor.run_predict)
     max_pixels: int | None = key(178_956_970, "refuse images above this many pixels (width * height, read from "
                                               "the file header before decoding); null: no limit", ours=True)
