@@ -423,7 +423,11 @@ def make_backend(detector: Detector, device: torch.device, use_hpip: bool = Fals
     hpi = parse_hpi_config(hpi_config, model_name, device)
     name = hpi.backend or auto_backend(device)
     precision = hpi.precision or "fp32"
-    if name == "torch":
+    if name == "torch" and precision == "bf16" and device.type == "cpu":
+        from .cpu_fast import CpuFastBackend  # bf16 weights, channels-last; refuses a CPU without native bf16
+
+        backend = CpuFastBackend(detector, "bf16")
+    elif name == "torch":
         backend = TorchBackend(detector, device, precision)
     elif name == "tensorrt":
         engine = tensorrt_engine_for(detector, model_name, input_size, device, precision)
