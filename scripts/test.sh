@@ -37,6 +37,17 @@ for name in sys.argv[1:]:
   exit 1
 fi
 
+# The demo page's test drives a real headless browser: Debian's chromium through Playwright (whose own browser
+# download is not used). Installed when missing and we may (root with apt-get); otherwise that test skips and
+# says how to install it. PPYOLOE_SOD_CHROMIUM names another binary.
+if ! command -v chromium >/dev/null 2>&1 && [ -z "${PPYOLOE_SOD_CHROMIUM:-}" ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "note: chromium is not installed; the demo page's browser test will skip (apt-get install chromium)" >&2
+  fi
+fi
+
 # PaddleX 3.7.2 (end-to-end oracle) pins its own dependencies, so it lives in a venv of its own, kept outside the
 # checkout so that clean clones reuse it. The venv is named after a hash of its exact requirement list: changing
 # the list builds a new one instead of reusing a stale one.
