@@ -1,8 +1,10 @@
-"""What training writes: the resumable checkpoint and the model folders (``best_model/``, ``latest/``).
+"""What training writes: the resumable checkpoints and the model folders (``best_model/``, ``latest/``).
 
-The checkpoint is one ``torch.save`` file written atomically (temp file + rename, through ``fileio``), read back
+A checkpoint is one ``torch.save`` file written atomically (temp file + rename, through ``fileio``), read back
 with ``torch.load(weights_only=True)``: it holds only tensors and plain Python types (RNG states included), so
-loading never runs pickled code. A model folder holds ``model.safetensors`` (EMA weights + metadata: model
+loading never runs pickled code. A run keeps its newest ones as ``checkpoints/iter_<iteration>.pt``;
+``latest/checkpoint.pt`` is the newest (a hard link, or a copy where the file system has none), so a kill never
+leaves it missing or partial. A model folder holds ``model.safetensors`` (EMA weights + metadata: model
 name, classes, class count) and ``model_config.json``, which ``load_model`` / ``create_model(model_dir=...)``
 read.
 """
@@ -11,6 +13,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
+import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -18,15 +22,18 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from ..fileio import atomic_open, atomic_write_json
+from ..fileio import DISK_FULL_ERRNOS, atomic_open, atomic_write_json, fsync_dir, reporting_disk_full
 from ..models import safetensors_metadata
 from ..weights.store import save_safetensors
 from ..zoo import ModelSpec
 
 CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINTS_DIR = "checkpoints"
 WEIGHTS_NAME = "model.safetensors"
 MODEL_CONFIG_NAME = "model_config.json"
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: may be written within an epoch ("batch" > 0); 1: at epoch ends only, still read
+READABLE_FORMATS = (1, 2)
+_ITER_FILE = re.compile(r"iter_(\d+)\.pt")
 
 
 # --------------------------------------------------------------------------------------------------- RNG
@@ -75,14 +82,66 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
     return path
 
 
+def write_checkpoint(out: str | os.PathLike, state: Mapping[str, Any], keep: int) -> Path:
+    """``state`` (with its ``iteration``) as ``out/checkpoints/iter_<iteration>.pt``, then ``out/latest/checkpoint.pt``
+    made that file, then all but the newest ``keep`` checkpoints deleted. Returns the new file.
+
+    A DiskFullError (or a kill) at any point leaves the previous checkpoints as they were.
+    """
+    out = Path(out)
+    path = save_checkpoint(out / CHECKPOINTS_DIR / f"iter_{int(state['iteration']):08d}.pt", state)
+    link_latest(path, out / "latest" / CHECKPOINT_NAME)
+    prune_checkpoints(out / CHECKPOINTS_DIR, keep)
+    return path
+
+
+def link_latest(path: Path, latest: Path) -> None:
+    """Make ``latest`` the same file as ``path``: a hard link renamed into place (no copy, never missing), or an
+    atomic copy where the file system has no hard links."""
+    latest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = latest.with_name(f".{latest.name}.link.tmp")
+    with reporting_disk_full(latest):
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(path, tmp)
+        except OSError as e:
+            if e.errno in DISK_FULL_ERRNOS:
+                raise
+            with open(path, "rb") as src, atomic_open(latest, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            return
+        os.replace(tmp, latest)
+        fsync_dir(latest.parent)
+
+
+def checkpoint_files(folder: str | os.PathLike) -> list[Path]:
+    """The ``iter_<iteration>.pt`` files of a checkpoints folder, oldest first."""
+    folder = Path(folder)
+    found = [(int(m.group(1)), p) for p in folder.glob("iter_*.pt") if (m := _ITER_FILE.fullmatch(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def prune_checkpoints(folder: str | os.PathLike, keep: int) -> None:
+    """Delete all but the newest ``keep`` checkpoints, and temp files left by a write that was killed."""
+    for old in checkpoint_files(folder)[:-keep]:
+        old.unlink(missing_ok=True)
+    for leftover in Path(folder).glob(".iter_*.tmp"):
+        leftover.unlink(missing_ok=True)
+
+
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A checkpoint file from what a user passes as ``resume_path``: the file, its folder, or the run's output."""
+    """A checkpoint file from what a user passes as ``resume_path``: the file, its folder, the run's output (its
+    ``latest/checkpoint.pt``, else the newest of its ``checkpoints/``) or that checkpoints folder."""
     p = Path(path).expanduser()
     for candidate in (p, p / CHECKPOINT_NAME, p / "latest" / CHECKPOINT_NAME):
         if candidate.is_file():
             return candidate
+    for folder in (p / CHECKPOINTS_DIR, p):
+        if folder.is_dir() and checkpoint_files(folder):
+            return checkpoint_files(folder)[-1]
     raise ConfigError(f"resume_path {str(path)!r}: no checkpoint found (looked for the file itself, "
-                      f"{CHECKPOINT_NAME} in it, and latest/{CHECKPOINT_NAME}); point it at a training output folder")
+                      f"{CHECKPOINT_NAME} in it, latest/{CHECKPOINT_NAME} and {CHECKPOINTS_DIR}/iter_*.pt); point it "
+                      f"at a training output folder")
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -93,7 +152,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     except Exception as e:  # torch raises several types for damaged or foreign files
         raise ConfigError(f"{file}: cannot read the checkpoint ({type(e).__name__}: {e}); "
                           f"it may be damaged or not written by ppyoloe_sod training") from e
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+    if not isinstance(state, dict) or state.get("format") not in READABLE_FORMATS:
         raise ConfigError(f"{file}: not a ppyoloe_sod training checkpoint (format "
                           f"{state.get('format') if isinstance(state, dict) else type(state).__name__})")
     state["path"] = str(file)

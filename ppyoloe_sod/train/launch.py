@@ -7,6 +7,7 @@ SyncBatchNorm needs CUDA). Each process runs a :class:`~.runner.Runner`.
 """
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -61,7 +62,6 @@ def launch(cfg: Config, spec: ModelSpec | None = None, progress: bool = True) ->
         port = _free_port()
         mp.spawn(_spawn_entry, args=(cfg, spec, progress, list(request.ids), port), nprocs=len(request.ids),
                  join=True)
-        import json
         return json.loads((Path(cfg.Global.output) / "train_result.json").read_text(encoding="utf-8"))
     return train_process(cfg, 0, 1, process_device(request, 0, gpus), spec, progress).summary
 

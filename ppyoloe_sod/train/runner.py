@@ -3,9 +3,16 @@
 :class:`Runner` reads the dataset, builds the model (the dataset's classes; the start weights by the reference's
 partial match) and the :class:`~.engine.Trainer`, then runs the epochs: a step per batch, the losses logged
 every ``log_interval`` iterations, and at the end of each epoch the evaluation of the EMA weights on
-``instance_val.json`` (every ``eval_interval`` epochs and after the last), ``latest/`` and, when the mAP improves,
-``best_model/`` (EMA weights, as the reference saves), the resumable checkpoint, ``train_curves.png`` and
-``train_result.json``. ``launch.py`` starts one Runner per process.
+``instance_val.json`` (every ``eval_interval`` epochs and after the last), ``best_model/`` when the mAP improves
+(EMA weights, as the reference saves), ``train_curves.png``, and a checkpoint.
+
+A checkpoint is written at the end of every epoch and every ``save_interval_iters`` iterations within one:
+``checkpoints/iter_<iteration>.pt`` (the newest ``keep_checkpoints`` are kept), the same file as
+``latest/checkpoint.pt`` beside the EMA weights in ``latest/``, and ``train_result.json``. It holds everything the
+rest of the run depends on (weights, EMA, optimiser, AMP scaler, iteration, epoch and batch within it, every RNG,
+the losses so far), so a run killed at any point and resumed from its last checkpoint ends bit-identical to one
+never interrupted (on the CPU; on a GPU as far as its kernels are deterministic). A full disk stops the run with
+a DiskFullError naming the file; the previous checkpoint is kept. ``launch.py`` starts one Runner per process.
 """
 from __future__ import annotations
 
@@ -26,14 +33,14 @@ from ..config import Config, TrainConfig, dump_config
 from ..data.coco import read_coco
 from ..data.layout import IMAGES_DIR, annotation_path, find_dataset_root
 from ..data.loader import build_train_loader
-from ..errors import ConfigError, NonFiniteLossError, WeightsError, hint
+from ..errors import ConfigError, DiskFullError, NonFiniteLossError, PPYOLOESODError, WeightsError, hint
 from ..eval.plots import plot_training_curves
 from ..fileio import atomic_write_json, atomic_write_text
 from ..models import LoadReport, build_model, is_model_name, load_weights, weights_file
 from ..nn.detector import Detector
 from ..zoo import ModelSpec, get_spec
-from .checkpoint import (CHECKPOINT_NAME, WEIGHTS_NAME, load_checkpoint, rng_state, save_checkpoint,
-                         save_model_dir, set_rng_state)
+from .checkpoint import (CHECKPOINT_NAME, WEIGHTS_NAME, load_checkpoint, rng_state, save_model_dir, set_rng_state,
+                         write_checkpoint)
 from .engine import LOSS_TERMS, Trainer
 
 STARVED_STEPS = 20  # consecutive steps with ground truth but no positive anchor before a warning
@@ -170,6 +177,7 @@ class Runner:
         self.history: list[list[float]] = []  # [iteration, loss, loss_cls, loss_iou, loss_dfl, lr] per step
         self.eval_history: list[dict[str, Any]] = []  # metrics per evaluation, with the epoch
         self.starved = 0  # consecutive steps whose ground truth got no positive anchor
+        self.last_checkpoint: tuple[str | Path, int] | None = None  # (file, iteration) of the newest checkpoint
 
     # ------------------------------------------------------------------ setup
     def _data(self) -> None:
@@ -233,9 +241,10 @@ class Runner:
                  str(amp).replace("torch.", "") if amp else "off", self.sizes,
                  opts.eval_size or self.spec.input_size[0])
 
-    def _resume(self) -> int:
+    def _resume(self) -> tuple[int, int]:
+        """Restore a checkpoint when ``resume_path`` is set; returns where to go on: (epoch, batch within it)."""
         if not self.opts.resume_path:
-            return 0
+            return 0, 0
         state = load_checkpoint(self.opts.resume_path)
         meta = state.get("spec", {})
         if meta.get("num_classes") != self.spec.num_classes or meta.get("model_name") != self.spec.name:
@@ -249,20 +258,27 @@ class Runner:
         self.trainer.load_state_dict(state["trainer"])
         self.iteration = int(state["iteration"])
         self.best = state.get("best")
+        self.last_metrics = state.get("last_metrics")
         self.epoch_done = int(state["epoch"])
+        batch = int(state.get("batch", 0))
         if state.get("history") is not None:
             self.history = state["history"].tolist()
         self.eval_history = list(state.get("eval_history") or [])
+        self.starved = int(state.get("starved", 0))
         set_rng_state(state["rng"])
-        log.info("resumed from %s: %d epochs and %d iterations done, lr %.4g next", state["path"],
-                 self.epoch_done, self.iteration, self.trainer.schedule(self.iteration))
-        return self.epoch_done
+        self.last_checkpoint = (state["path"], self.iteration)
+        within = f" (batch {batch}/{self.iters_per_epoch} of epoch {self.epoch_done + 1})" if batch else ""
+        log.info("resumed from %s: %d epochs and %d iterations done%s, lr %.4g next", state["path"],
+                 self.epoch_done, self.iteration, within, self.trainer.schedule(self.iteration))
+        if batch >= self.iters_per_epoch:  # fewer batches per epoch than when it was written: the epoch is over
+            return self.epoch_done + 1, 0
+        return self.epoch_done, batch
 
     # ------------------------------------------------------------------ loop
     def run(self) -> TrainRun:
         opts = self.opts
         self._build()
-        start_epoch = self._resume()
+        start_epoch, start_batch = self._resume()
         if self.main:
             atomic_write_text(self.out / "config.yaml", dump_config(self.cfg))
             atomic_write_text(self.out / "label_dict.txt",
@@ -271,8 +287,7 @@ class Runner:
         for epoch in range(start_epoch, opts.epochs_iters):
             if self.iteration >= self.total_iters:
                 break
-            self.loader.set_epoch(epoch)
-            self._train_epoch(epoch, progress)
+            self._train_epoch(epoch, start_batch if epoch == start_epoch else 0, progress)
             self._end_epoch(epoch)
         summary = self._summary(done=True)
         if self.main:
@@ -281,13 +296,17 @@ class Runner:
                      _metric_text(self.best))
         return TrainRun(summary, self.trainer, self.spec)
 
-    def _train_epoch(self, epoch: int, progress: _Progress) -> None:
+    def _train_epoch(self, epoch: int, first_batch: int, progress: _Progress) -> None:
+        """The batches of ``epoch`` from ``first_batch`` on (> 0 when resuming within the epoch)."""
         opts = self.opts
-        bar = tqdm(total=min(self.iters_per_epoch, self.total_iters - self.iteration),
+        self.loader.set_epoch(epoch, first_batch)
+        with torch.random.fork_rng(devices=[]):  # starting the loader draws a seed from torch's RNG: keep the RNG
+            batches = iter(self.loader)          # where a run resumed within this epoch finds it
+        bar = tqdm(total=min(self.iters_per_epoch - first_batch, self.total_iters - self.iteration),
                    desc=f"epoch {epoch + 1}/{opts.epochs_iters}", unit="it", leave=False, file=sys.stdout,
                    disable=not (self.progress and self.main), dynamic_ncols=True)
         try:
-            for b, batch in enumerate(self.loader):
+            for b, batch in enumerate(batches, start=first_batch):
                 try:
                     stats = self.trainer.step(batch, self.iteration)
                 except NonFiniteLossError as e:
@@ -312,8 +331,15 @@ class Runner:
                              progress.images_per_s(), progress.eta(self.iteration))
                 if self.iteration >= self.total_iters:
                     break
+                if self._checkpoint_due(b):
+                    self._save_checkpoint(batch=b + 1)
         finally:
             bar.close()
+
+    def _checkpoint_due(self, b: int) -> bool:
+        """Every ``save_interval_iters`` iterations, except at the last batch (the end of the epoch saves)."""
+        interval = self.opts.save_interval_iters
+        return interval > 0 and self.iteration % interval == 0 and b + 1 < self.iters_per_epoch
 
     def _check_starved(self, stats: Mapping[str, float]) -> None:
         """Warn when boxes keep getting no positive anchor: the run has diverged or collapsed (all scores ~0,
@@ -329,44 +355,98 @@ class Runner:
                         "pretrained weights", self.iteration + 1, STARVED_STEPS, stats["loss"])
 
     def _last_good_text(self) -> str:
-        ck = self.out / "latest" / CHECKPOINT_NAME
-        if self.epoch_done and ck.is_file():
-            return f"The last good checkpoint is {ck} (epoch {self.epoch_done})."
-        return "No checkpoint was written yet (the first epoch did not finish)."
+        if self.last_checkpoint is not None:
+            path, iteration = self.last_checkpoint
+            return f"The last good checkpoint is {path} (iteration {iteration})."
+        return "No checkpoint was written yet."
 
     def _end_epoch(self, epoch: int) -> None:
-        opts = self.opts
         self.epoch_done = epoch + 1
-        last = self.epoch_done == opts.epochs_iters or self.iteration >= self.total_iters
+        self._save_checkpoint(batch=0)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save_checkpoint(self, batch: int) -> None:
+        """Rank 0 writes what the run has to show (``batch``: batches done in the current epoch; 0 at its end, which
+        also evaluates); every rank waits for it. A full disk stops every rank: the write of each file is atomic,
+        so the previous checkpoint stays, and the error says which one to resume from."""
+        failure: DiskFullError | None = None
         if self.main:
-            weights = self.trainer.ema.state_dict_for_export()
-            info = {"epoch": self.epoch_done, "iteration": self.iteration}
-            if self.eval_net is not None and (self.epoch_done % opts.eval_interval == 0 or last):
-                self.last_metrics = self._evaluate(weights)
-                info["metrics"] = self.last_metrics
-                self.eval_history.append({**self.last_metrics, "epoch": self.epoch_done})
-                if self.best is None or self.last_metrics["mAP"] > self.best["mAP"]:
-                    self.best = {**self.last_metrics, "epoch": self.epoch_done}
-                    save_model_dir(self.out / "best_model", weights, self.spec, info)
-                    log.info("new best model (epoch %d): %s", self.epoch_done, _metric_text(self.best))
-            elif self.eval_net is None:
-                self.best = {"mAP": None, "epoch": self.epoch_done}
-                save_model_dir(self.out / "best_model", weights, self.spec, info)
-            save_model_dir(self.out / "latest", weights, self.spec, info)
-            save_checkpoint(self.out / "latest" / CHECKPOINT_NAME, {
-                "trainer": self.trainer.state_dict(), "epoch": self.epoch_done, "iteration": self.iteration,
-                "iters_per_epoch": self.iters_per_epoch, "best": self.best, "rng": rng_state(),
-                "spec": {"model_name": self.spec.name, "num_classes": self.spec.num_classes,
-                         "classes": list(self.spec.classes)},
-                "options": {"Global": dataclasses.asdict(self.cfg.Global), "Train": dataclasses.asdict(opts)},
-                "history": torch.tensor(self.history, dtype=torch.float64).reshape(-1, 2 + len(LOSS_TERMS)),
-                "eval_history": self.eval_history,
-            })
+            try:
+                self._write_outputs(batch)
+            except DiskFullError as e:
+                failure = e
+        if self._any_rank_failed(failure is not None):
+            raise self._disk_full(failure)
+
+    def _write_outputs(self, batch: int) -> None:
+        """At an epoch's end the evaluation, ``best_model/`` and the curves; then the checkpoint, ``latest/`` (EMA
+        weights, as the reference saves) and ``train_result.json``."""
+        weights = self.trainer.ema.state_dict_for_export()
+        info: dict[str, Any] = {"epoch": self.epoch_done, "iteration": self.iteration}
+        if batch:
+            info["batch"] = batch
+        else:
+            self._evaluate_epoch(weights, info)
             plot_training_curves(self.history, LOSS_TERMS, self.eval_history, self.out / CURVES_NAME)
-            atomic_write_json(self.out / "train_result.json", self._summary(done=False))
-            log.info("epoch %d done: saved %s", self.epoch_done, self.out / "latest")
-        if self.world > 1:
-            dist.barrier()
+        path = write_checkpoint(self.out, self._checkpoint_state(batch), keep=self.opts.keep_checkpoints)
+        self.last_checkpoint = (path, self.iteration)
+        save_model_dir(self.out / "latest", weights, self.spec, info)
+        atomic_write_json(self.out / "train_result.json", self._summary(done=False))
+        if batch:
+            log.info("iteration %d (epoch %d, batch %d/%d): saved %s", self.iteration, self.epoch_done + 1, batch,
+                     self.iters_per_epoch, path)
+        else:
+            log.info("epoch %d done: saved %s and %s", self.epoch_done, path, self.out / "latest")
+
+    def _evaluate_epoch(self, weights: Mapping[str, torch.Tensor], info: dict[str, Any]) -> None:
+        """Evaluate the EMA weights when due (every ``eval_interval`` epochs and after the last); a better mAP
+        (or, without a val split, every epoch) is the new ``best_model/``."""
+        last = self.epoch_done == self.opts.epochs_iters or self.iteration >= self.total_iters
+        if self.eval_net is None:
+            self.best = {"mAP": None, "epoch": self.epoch_done}
+            save_model_dir(self.out / "best_model", weights, self.spec, info)
+            return
+        if not (self.epoch_done % self.opts.eval_interval == 0 or last):
+            return
+        self.last_metrics = self._evaluate(weights)
+        info["metrics"] = self.last_metrics
+        self.eval_history.append({**self.last_metrics, "epoch": self.epoch_done})
+        if self.best is None or self.last_metrics["mAP"] > self.best["mAP"]:
+            self.best = {**self.last_metrics, "epoch": self.epoch_done}
+            save_model_dir(self.out / "best_model", weights, self.spec, info)
+            log.info("new best model (epoch %d): %s", self.epoch_done, _metric_text(self.best))
+
+    def _checkpoint_state(self, batch: int) -> dict[str, Any]:
+        """Everything the rest of the run depends on, as tensors and plain types (``weights_only``-safe)."""
+        return {
+            "trainer": self.trainer.state_dict(), "epoch": self.epoch_done, "batch": batch,
+            "iteration": self.iteration, "iters_per_epoch": self.iters_per_epoch,
+            "schedule": dataclasses.asdict(self.trainer.schedule), "rng": rng_state(),
+            "best": self.best, "last_metrics": self.last_metrics, "starved": self.starved,
+            "spec": {"model_name": self.spec.name, "num_classes": self.spec.num_classes,
+                     "classes": list(self.spec.classes)},
+            "options": {"Global": dataclasses.asdict(self.cfg.Global), "Train": dataclasses.asdict(self.opts)},
+            "history": torch.tensor(self.history, dtype=torch.float64).reshape(-1, 2 + len(LOSS_TERMS)),
+            "eval_history": self.eval_history,
+        }
+
+    def _any_rank_failed(self, failed: bool) -> bool:
+        """Whether any rank failed (every rank learns it: the others would otherwise wait for rank 0 forever)."""
+        if self.world == 1:
+            return failed
+        flag = torch.tensor([int(failed)], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def _disk_full(self, failure: DiskFullError | None) -> PPYOLOESODError:
+        if failure is None:  # another rank's: rank 0 writes and reports it
+            return PPYOLOESODError("training stopped: rank 0 could not write its checkpoint (disk full); see its "
+                                   "error")
+        resume = hint(python=f"TrainConfig(resume_path={str(self.out)!r})", cli=f"-o Train.resume_path={self.out}")
+        message = (f"{failure} Training stopped at iteration {self.iteration}. {self._last_good_text()} Once there is "
+                   f"space, resume with {resume}.")
+        log.error("%s", message)
+        return DiskFullError(failure.errno, message, failure.filename)
 
     def _evaluate(self, weights: Mapping[str, torch.Tensor]) -> dict[str, Any]:
         from ..eval.evaluate import evaluate
