@@ -93,6 +93,17 @@ def build(name: str, eval_size=None, seed: int = 0, cls_bias: float = -1.0, head
     return model
 
 
+def nms_inputs(head: PPYOLOEHead, head_outs, scale_factor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The boxes [L, 4] (original-image pixels) and scores [L, C] of image 0 exactly as ``post_process`` hands
+    them to its NMS: ppdet's own decode and rescale, stopped before NMS through the head's ``exclude_nms`` switch."""
+    head.exclude_nms = True
+    try:
+        boxes, scores, _ = head.post_process(head_outs, paddle.to_tensor(scale_factor))
+    finally:
+        head.exclude_nms = False
+    return boxes.numpy()[0], scores.numpy()[0].T.copy()
+
+
 class _InferenceGraph(paddle.nn.Layer):
     """What PaddleDetection exports: /255 inside the graph (fuse_normalize), decode, rescale, multiclass NMS."""
 
