@@ -2,13 +2,15 @@
 
 A ppdet SOD-S model with random weights is exported to a PaddleX model folder (inference.json / .pdiparams /
 inference.yml, as PaddleDetection exports it) and its weights saved as a ``.pdparams`` file. PaddleX's
-``create_model(...).predict`` runs in its own virtual environment (``.venv-paddlex``: paddlepaddle 3.3.1 and
-paddlex 3.7.2 pin packages that clash with ours), driven through a subprocess; ours runs on the converted
+``create_model(...).predict`` runs in its own virtual environment (paddlepaddle 3.3.1 and paddlex 3.7.2 pin
+packages that clash with ours), driven through a subprocess; ours runs on the converted
 ``.pdparams``. Both predict the same synthetic street scenes of several sizes and aspect ratios with a float
 threshold and with a per-class dict threshold, and the JSON documents are compared key by key: same number of
 boxes, same classes and labels, scores within 1e-5, coordinates within 1e-2 px.
 
-Set ``PPYOLOE_SOD_PADDLEX_PYTHON`` to the PaddleX venv's python if it is not at ``<repo>/.venv-paddlex``.
+scripts/test.sh builds that venv as ``~/.cache/ppyoloe_sod/venv-paddlex-<sha256[:12] of its requirement list>``
+and exports ``PPYOLOE_SOD_PADDLEX_PYTHON`` (its python). Run directly under pytest, the test uses that variable
+if set, else the newest such venv in the cache, else skips saying how to build one.
 """
 from __future__ import annotations
 
@@ -51,15 +53,25 @@ DRIVER = textwrap.dedent("""
 """)
 
 
+PADDLEX_VENV_CACHE = Path.home() / ".cache" / "ppyoloe_sod"  # where scripts/test.sh builds venv-paddlex-<hash>
+
+
 def paddlex_python() -> str:
-    path = os.environ.get("PPYOLOE_SOD_PADDLEX_PYTHON") or str(ROOT / ".venv-paddlex" / "bin" / "python")
-    if not Path(path).is_file():
-        pytest.fail(
-            f"PaddleX's python not found at {path}. Create it with: python3 -m venv {ROOT / '.venv-paddlex'} && "
-            f"{ROOT / '.venv-paddlex' / 'bin' / 'pip'} install paddlepaddle==3.3.1 paddlex==3.7.2 "
-            "opencv-contrib-python pypdfium2 (or set PPYOLOE_SOD_PADDLEX_PYTHON)"
-        )
-    return path
+    """PaddleX's python: PPYOLOE_SOD_PADDLEX_PYTHON (a wrong path fails), else the newest venv scripts/test.sh
+    built (a changed requirement list gets a new hash, so the newest is the current one), else a skip."""
+    named = os.environ.get("PPYOLOE_SOD_PADDLEX_PYTHON")
+    if named:
+        if not Path(named).is_file():
+            pytest.fail(f"PPYOLOE_SOD_PADDLEX_PYTHON={named} is not a file: point it at the PaddleX venv's python "
+                        "or unset it (scripts/test.sh builds the venv and sets it)")
+        return named
+    built = sorted(PADDLEX_VENV_CACHE.glob("venv-paddlex-*/bin/python"),
+                   key=lambda python: python.lstat().st_mtime)  # the link venv (re)creates
+    if not built:
+        pytest.skip(f"no PaddleX venv in {PADDLEX_VENV_CACHE}: run this test through scripts/test.sh (it builds "
+                    "venv-paddlex-<hash> there with paddlepaddle 3.3.1 and paddlex 3.7.2) or set "
+                    "PPYOLOE_SOD_PADDLEX_PYTHON to a python that has them")
+    return str(built[-1])
 
 
 def calibrated_paddle_state(model) -> dict[str, np.ndarray]:
@@ -94,6 +106,7 @@ def calibrated_paddle_state(model) -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """(PaddleX model folder, .pdparams of the same weights, image paths)."""
+    paddlex_python()  # fail or skip before the export when PaddleX is missing
     from .ppdet_reference import build, export_inference  # imports paddle + ppdet
 
     from ppyoloe_sod.weights.pdparams import save_pdparams
