@@ -8,8 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from export_parity import SIZE, kept_fraction, match_detections
+from export_parity import SIZE
 from infer.infer_synth import MODEL, scene
+from parity_match import kept_fraction, match_detections
 from ppyoloe_sod import create_model
 from ppyoloe_sod.errors import ConfigError, WeightsError
 from ppyoloe_sod.export.config import MODEL_CONFIG

@@ -5,8 +5,12 @@ inference.yml, as PaddleDetection exports it) and its weights saved as a ``.pdpa
 ``create_model(...).predict`` runs in its own virtual environment (paddlepaddle 3.3.1 and paddlex 3.7.2 pin
 packages that clash with ours), driven through a subprocess; ours runs on the converted
 ``.pdparams``. Both predict the same synthetic street scenes of several sizes and aspect ratios with a float
-threshold and with a per-class dict threshold, and the JSON documents are compared key by key: same number of
-boxes, same classes and labels, scores within 1e-5, coordinates within 1e-2 px.
+threshold and with a per-class dict threshold. Each side's NMS output (before threshold and clipping) is recorded
+and matched box for box (tests/parity_match.py: same class, score within SCORE_TOL, corners within COORD_TOL);
+only boxes whose fate float noise could flip (score next to the threshold, overlap next to the NMS IoU, overlapping
+near-tied scores, and the boxes those decide) may be missing on one side, and they must stay a small share. Each
+JSON document must be exactly its own NMS output thresholded and clipped as ours does it, in NMS order, with the
+same keys, input path, page index and label names.
 
 scripts/test.sh builds that venv as ``~/.cache/ppyoloe_sod/venv-paddlex-<sha256[:12] of its requirement list>``
 and exports ``PPYOLOE_SOD_PADDLEX_PYTHON`` (its python). Run directly under pytest, the test uses that variable
@@ -28,15 +32,30 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "infer"))
 from infer_synth import scene  # noqa: E402
+from parity_match import match_detections  # noqa: E402
+
+from ppyoloe_sod.infer.predictor import filter_and_clip  # noqa: E402
 
 MODEL = "PP-YOLOE_plus_SOD-S"
 SIZES = [(360, 480), (500, 300), (640, 640), (180, 960), (1080, 1920)]  # (h, w): several aspect ratios
 THRESHOLDS = [0.5, {0: 0.2, 1: 0.9, 2: 0.25, 3: 0.6, 4: 0.35, 5: 0.8, 6: 0.3, 7: 0.45, 8: 0.7}]  # 9: 0.5
-SCORE_TOL, COORD_TOL = 1e-5, 1e-2
+# Measured ours against PaddleX on these scenes: scores 7.5e-6, corners 2.7e-4 px (float32 noise); 4x and 7x margin.
+SCORE_TOL, COORD_TOL = 3e-5, 2e-3
+# How close to an edge (threshold, NMS IoU, a tied score) a box is left undecided: over 10x the noise above.
+SCORE_MARGIN, IOU_MARGIN = 1e-4, 5e-3
+MAX_UNDECIDED_SHARE = 0.05  # more would let the comparison pass on a few boxes
 
 DRIVER = textwrap.dedent("""
     import json, sys
+    import numpy as np
     from paddlex import create_model
+    from paddlex.inference.models.object_detection import processors
+    raw = []  # each image's NMS output (class, score, x1, y1, x2, y2), before threshold and clipping
+    apply = processors.DetPostProcess.apply
+    def recording_apply(self, boxes, *a, **k):
+        raw.append(np.asarray(boxes, np.float32).reshape(-1, 6).tolist())
+        return apply(self, boxes, *a, **k)
+    processors.DetPostProcess.apply = recording_apply
     args = json.loads(open(sys.argv[1]).read())
     model = create_model(model_name=args["model_name"], model_dir=args["model_dir"], device="cpu",
                          engine_config={"run_mode": "paddle"})
@@ -48,7 +67,8 @@ DRIVER = textwrap.dedent("""
         for res in model.predict(args["images"], batch_size=args["batch_size"], threshold=thr):
             res.save_to_json(f"{args['out_dir']}/{i}")
             docs.append(res.json["res"])
-        out.append(docs)
+        out.append({"docs": docs, "raw": raw[:]})
+        raw.clear()
     json.dump(out, open(args["result"], "w"))
 """)
 
@@ -128,7 +148,8 @@ def exported(tmp_path_factory):
     return tmp / "px_model", tmp / "random.pdparams", images
 
 
-def run_paddlex(model_dir: Path, images: list[str], tmp: Path) -> list[list[dict]]:
+def run_paddlex(model_dir: Path, images: list[str], tmp: Path) -> list[dict]:
+    """Per threshold: {"docs": each image's result document, "raw": each image's NMS rows}."""
     (tmp / "driver.py").write_text(DRIVER)
     args = {"model_name": MODEL, "model_dir": str(model_dir), "images": images, "batch_size": 2,
             "thresholds": [t if not isinstance(t, dict) else {str(k): v for k, v in t.items()} for t in THRESHOLDS],
@@ -141,29 +162,29 @@ def run_paddlex(model_dir: Path, images: list[str], tmp: Path) -> list[list[dict
     return json.loads((tmp / "px_result.json").read_text())
 
 
-def compare_docs(theirs: dict, ours: dict, where: str) -> tuple[float, float]:
-    """Key-by-key comparison of two result documents; returns (max score diff, max coordinate diff).
+def check_doc(doc: dict, raw: np.ndarray, threshold, size: tuple[int, int], labels: tuple[str, ...],
+              where: str) -> None:
+    """A result document is exactly its NMS rows thresholded and clipped (as ours does it), in NMS order."""
+    assert list(doc) == ["input_path", "page_index", "boxes"], where
+    for box in doc["boxes"]:
+        assert list(box) == ["cls_id", "label", "score", "coordinate"], f"{where}: {box}"
+        assert box["label"] == labels[box["cls_id"]], f"{where}: {box}"
+    order = [(b["cls_id"], -b["score"]) for b in doc["boxes"]]
+    assert order == sorted(order), f"{where}: not in NMS order (class ascending, score descending)"
+    h, w = size
+    assert doc["boxes"] == filter_and_clip(raw, threshold, w, h, labels), f"{where}: not its NMS rows filtered"
 
-    Boxes are in NMS order (class ascending, score descending). Two boxes of one class whose scores differ by
-    less than the float32 noise may come out swapped, so each PaddleX box is matched to the nearest of ours of
-    the same class, and the order is checked through the score sequence."""
-    assert list(ours) == list(theirs) == ["input_path", "page_index", "boxes"], where
+
+def compare_docs(theirs: dict, ours: dict, theirs_raw: np.ndarray, ours_raw: np.ndarray, threshold,
+                 size: tuple[int, int], labels: tuple[str, ...], where: str) -> dict:
+    """PaddleX's document and NMS rows against ours; returns match_detections' counts and worst differences.
+
+    The boxes are matched on the NMS rows, not in the documents: clipping changes the IoUs NMS decided on."""
     assert ours["input_path"] == theirs["input_path"] and ours["page_index"] == theirs["page_index"], where
-    a_boxes, b_boxes = ours["boxes"], theirs["boxes"]
-    assert len(a_boxes) == len(b_boxes), f"{where}: {len(a_boxes)} boxes here, {len(b_boxes)} in PaddleX"
-    for a, b in zip(a_boxes, b_boxes):
-        assert list(a) == list(b) == ["cls_id", "label", "score", "coordinate"], where
-        assert (a["cls_id"], a["label"]) == (b["cls_id"], b["label"]), f"{where}: {a} vs {b}"
-        assert abs(a["score"] - b["score"]) <= 2 * SCORE_TOL, f"{where}: order differs at {a} vs {b}"
-    ds = dc = 0.0
-    unused = list(range(len(a_boxes)))
-    for b in b_boxes:
-        same = [k for k in unused if a_boxes[k]["cls_id"] == b["cls_id"]]
-        k = min(same, key=lambda k: np.abs(np.subtract(a_boxes[k]["coordinate"], b["coordinate"])).max())
-        unused.remove(k)
-        ds = max(ds, abs(a_boxes[k]["score"] - b["score"]))
-        dc = max(dc, float(np.abs(np.subtract(a_boxes[k]["coordinate"], b["coordinate"])).max()))
-    return ds, dc
+    check_doc(theirs, theirs_raw, threshold, size, labels, where + " (PaddleX)")
+    check_doc(ours, ours_raw, threshold, size, labels, where + " (ours)")
+    return match_detections(theirs_raw, ours_raw, SCORE_TOL, COORD_TOL, floor=threshold,
+                            score_margin=SCORE_MARGIN, iou_margin=IOU_MARGIN)
 
 
 @pytest.mark.oracle
@@ -175,21 +196,32 @@ def test_predictions_match_paddlex(exported, tmp_path):
     theirs = run_paddlex(model_dir, images, tmp_path)
 
     ours_model = create_model(MODEL, model_dir=str(pdparams), device="cpu")
-    total = 0
+    ours_raw = []  # each image's NMS rows, recorded as predict makes them
+    detect_batch = ours_model.detect_batch
+    ours_model.detect_batch = lambda batch: ours_raw.extend(found := detect_batch(batch)) or found
+    labels = ours_model.labels
+    total = undecided = rows = 0
+    worst = {"score": 0.0, "box": 0.0}
     for i, thr in enumerate(THRESHOLDS):
+        ours_raw.clear()
         ours = [r for r in ours_model.predict(images, batch_size=2, threshold=thr)]
-        assert len(ours) == len(theirs[i]) == len(images)
-        for res, doc, img in zip(ours, theirs[i], images):
+        docs, theirs_raw = theirs[i]["docs"], theirs[i]["raw"]
+        assert len(ours) == len(docs) == len(theirs_raw) == len(ours_raw) == len(images)
+        for res, doc, t_raw, o_raw, img, size in zip(ours, docs, theirs_raw, ours_raw, images, SIZES):
             where = f"{Path(img).name} threshold={thr}"
-            ds, dc = compare_docs(doc, res.json["res"], where)
+            stats = compare_docs(doc, res.json["res"], np.asarray(t_raw, np.float32), o_raw, thr, size, labels, where)
             total += len(doc["boxes"])
-            print(f"{where}: {len(doc['boxes'])} boxes, max |d score| {ds:.2e}, max |d coord| {dc:.2e} px")
-            assert ds <= SCORE_TOL and dc <= COORD_TOL, where
-            # The files PaddleX saved hold the same document.
+            undecided, rows = undecided + stats["undecided"], rows + stats["rows"]
+            worst = {k: max(worst[k], stats[k]) for k in worst}
+            print(f"{where}: {len(doc['boxes'])} boxes, {stats['decided']} decided, {stats['undecided']} undecided "
+                  f"of {stats['rows']} rows, max |d score| {stats['score']:.2e}, max |d coord| {stats['box']:.2e} px")
+            # The files both sides saved hold the same documents.
             saved = json.loads((tmp_path / "px_json" / str(i) / f"{Path(img).stem}_res.json").read_text())
             assert saved == doc
             ours_saved = json.loads(res.save_to_json(tmp_path / "ours" / str(i)).read_text())
-            compare_docs(saved, ours_saved, where + " (saved files)")
+            assert ours_saved == json.loads(json.dumps(res.json["res"])), where
+    print(f"all: {total} boxes, {undecided} undecided of {rows} rows, worst {worst}")
+    assert undecided <= MAX_UNDECIDED_SHARE * rows, f"{undecided} of {rows} rows undecided: the test checks too little"
     assert total > 20  # enough boxes for the comparison to mean something
-    counts = [len(doc["boxes"]) for doc in theirs[0]]
+    counts = [len(doc["boxes"]) for doc in theirs[0]["docs"]]
     assert len(set(counts)) > 2, f"the boxes hardly depend on the image ({counts}): the test would miss input bugs"
