@@ -14,15 +14,15 @@ import ppyoloe_sod.__main__ as cli
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs" / "PP-YOLOE_plus_SOD-S.yaml")
 sys.path.insert(0, str(ROOT / "tests" / "infer"))
-from infer_synth import MODEL, randomize_detector, scene  # noqa: E402
+from infer_synth import MODEL, scene, seeded_random_detector  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    from ppyoloe_sod.models import build_model, safetensors_metadata
+    from ppyoloe_sod.models import safetensors_metadata
     from ppyoloe_sod.weights.store import save_safetensors
 
-    model = randomize_detector(build_model(MODEL))
+    model = seeded_random_detector(MODEL)
     path = tmp_path_factory.mktemp("w") / "random.safetensors"
     save_safetensors(model.state_dict(), path, safetensors_metadata(model.spec))
     return path

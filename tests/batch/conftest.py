@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from infer.infer_synth import MODEL, randomize_detector
+from infer.infer_synth import MODEL, seeded_random_detector
 
 SIZE = (160, 160)  # (h, w) the test model runs at: 16x cheaper than the model's 640x640
 
@@ -17,9 +17,7 @@ def model_dir(tmp_path_factory):
     """An ONNX export folder (create_model's model_dir) of the SOD-S network with random, calibrated weights."""
     pytest.importorskip("onnxruntime", reason="the test model is an ONNX export: pip install onnx onnxruntime")
     from ppyoloe_sod.export import export_model
-    from ppyoloe_sod.models import build_model
-
-    return export_model(randomize_detector(build_model(MODEL)), tmp_path_factory.mktemp("model") / "sod_s_160",
+    return export_model(seeded_random_detector(MODEL), tmp_path_factory.mktemp("model") / "sod_s_160",
                         format="onnx", input_size=SIZE)
 
 

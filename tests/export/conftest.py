@@ -8,19 +8,13 @@ import shutil
 import pytest
 
 from export_parity import SIZE
-from infer.infer_synth import MODEL, randomize_detector
+from infer.infer_synth import seeded_random_detector
 
 
 @pytest.fixture(scope="session")
 def random_detector():
     """A SOD-S Detector with random (deterministic) weights, eval mode, unfused. Do not modify it in a test."""
-    import torch
-
-    from ppyoloe_sod.models import build_model
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)  # build_model's random init feeds the calibration: the same weights whatever ran before
-        return randomize_detector(build_model(MODEL))
+    return seeded_random_detector()
 
 
 @pytest.fixture(scope="session")

@@ -215,10 +215,9 @@ def test_backends_hand_engines_to_the_tensorrt_backend(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def random_network():
     """A calibrated random SOD-S (fused), as the exports hold it."""
-    from infer.infer_synth import randomize_detector
-    from ppyoloe_sod.models import build_model
+    from infer.infer_synth import seeded_random_detector
 
-    return randomize_detector(build_model(MODEL)).fuse()
+    return seeded_random_detector(MODEL).fuse()
 
 
 @pytest.fixture(scope="module")

@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from infer_synth import MODEL, randomize_detector
+from infer_synth import seeded_random_detector
 
 
 @pytest.fixture(scope="session")
 def random_detector():
     """A SOD-S Detector with random (deterministic) weights, eval mode. Do not modify it in a test."""
-    import torch
-
-    from ppyoloe_sod.models import build_model
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)  # build_model's random init feeds the calibration: the same weights whatever ran before
-        return randomize_detector(build_model(MODEL))
+    return seeded_random_detector()
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,19 @@ def _as_batch(images: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack([im[:, :, ::-1].transpose(2, 0, 1) for im in images]).copy()).float() / 255
 
 
+def seeded_random_detector(model_name: str = MODEL, seed: int = 0) -> torch.nn.Module:
+    """``randomize_detector(build_model(model_name))`` with the same weights whatever ran before in the process.
+
+    build_model's random init feeds the calibration, so without a fixed seed the weights (and which boxes clear a
+    threshold) depend on the tests that ran earlier; the global RNG is left as it was.
+    """
+    from ppyoloe_sod.models import build_model
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return randomize_detector(build_model(model_name), seed=seed)
+
+
 def randomize_detector(model: torch.nn.Module, seed: int = 0, keep_fraction: float = 0.002) -> torch.nn.Module:
     """Make an untrained network behave like a detector: input-dependent, varied classes, scores and boxes.
 

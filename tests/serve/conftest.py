@@ -11,7 +11,7 @@ pytest.importorskip("fastapi", reason="the serve extra is not installed: pip ins
 pytest.importorskip("uvicorn", reason="the serve extra is not installed: pip install -e '.[serve]'")
 
 from serve_synth import LiveServer, fake_predictor, size_box  # noqa: E402
-from tests.infer.infer_synth import MODEL, randomize_detector, scene  # noqa: E402
+from tests.infer.infer_synth import scene, seeded_random_detector  # noqa: E402
 
 SMALL_SIZE = (160, 160)  # the network's input size in these tests: cheap forwards on the test CPUs
 
@@ -19,9 +19,7 @@ SMALL_SIZE = (160, 160)  # the network's input size in these tests: cheap forwar
 @pytest.fixture(scope="session")
 def serve_detector():
     """SOD-S with random (deterministic) weights that detect things on synthetic scenes. Do not modify it."""
-    from ppyoloe_sod.models import build_model
-
-    return randomize_detector(build_model(MODEL))
+    return seeded_random_detector()
 
 
 @pytest.fixture(scope="session")
