@@ -77,7 +77,8 @@ def batch_of(scenes):
     return {"images": images, "gt_labels": labels, "gt_boxes": boxes, "pad_mask": mask}
 
 
-def main(steps: int = 240, out: Path = ROOT / "docs" / "images" / "example_result.png") -> None:
+def train_predictor(steps: int = 240, threshold: float = 0.4) -> DetPredictor:
+    """SOD-S trained for ``steps`` iterations on eight generated scenes (seeded), as a predictor at SIZE x SIZE."""
     rng = np.random.default_rng(0)
     torch.manual_seed(0)
     train = [scene(rng, 25) for _ in range(8)]
@@ -91,8 +92,12 @@ def main(steps: int = 240, out: Path = ROOT / "docs" / "images" / "example_resul
     model = build_model(spec)
     model.load_state_dict(trainer.ema.state_dict_for_export())
     model.eval()
-    predictor = DetPredictor(model, TorchBackend(model, torch.device("cpu")), spec.name, spec.classes,
-                             spec.input_size, threshold=0.4)
+    return DetPredictor(model, TorchBackend(model, torch.device("cpu")), spec.name, spec.classes, spec.input_size,
+                        threshold=threshold)
+
+
+def main(steps: int = 240, out: Path = ROOT / "docs" / "images" / "example_result.png") -> None:
+    predictor = train_predictor(steps)
     test_image, _, _ = scene(np.random.default_rng(123), 25)  # not one of the training scenes
     result = next(iter(predictor.predict(test_image)))
     print(f"{len(result['boxes'])} boxes above 0.4")
