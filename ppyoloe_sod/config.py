@@ -221,8 +221,8 @@ class PredictConfig:
     batch_size: int = key(1, "images per batch")
     model_dir: str | None = key(None, "weights: a .safetensors/.pdparams file or a folder holding one (e.g. "
                                       "output/best_model); null: the published weights of Global.model")
-    input: str | list[str] | None = key(None, "what to detect on: an image file, folder, URL or PDF, or a list "
-                                              "of them")
+    input: str | list[str] | None = key(None, "what to detect on: an image file, folder, URL, PDF or video file "
+                                              "(mp4, avi, mov, mkv, m4v), or a list of them")
     kernel_option: KernelOptionConfig = section(KernelOptionConfig, "PaddleX's inference engine options")
     threshold: float | dict[int, float] | None = key(
         None, "score threshold of the results: a float, or per class {0: 0.4, 3: 0.6} (other classes 0.5); "

@@ -320,7 +320,8 @@ def run_predict(cfg: Any) -> int:
     of results."""
     p = cfg.Predict
     if p.input is None or p.input == "" or p.input == []:
-        raise ConfigError("Predict.input is not set; pass -o Predict.input=IMAGE (a file, folder, URL or PDF).")
+        raise ConfigError("Predict.input is not set; pass -o Predict.input=IMAGE (a file, folder, URL, PDF or "
+                          "video).")
     if p.print not in PRINT_MODES:
         raise ConfigError(f"Predict.print is {p.print!r}; use summary (one line per image), full (each result's "
                           f"JSON, as PaddleX prints it) or none.")

@@ -1,0 +1,154 @@
+"""Sliced inference speed: our batched slices, our slices one at a time, and SAHI's get_sliced_prediction driving the
+same predictor (tests/infer/test_sahi_wrapper.py's DetectionModel wrapper, SAHI's default batch of 1), in one run on
+the same backend and threads; then video throughput (predict over a generated clip, frames per second).
+
+    python benchmarks/sliced.py [--runs 3] [--threads N] [--input-size 640] [--slice 640] [--batch 8]
+                                [--video-frames 60] [--video-size 1280x720] [--device cpu]
+
+The network is SOD-S with random weights (calibrated to give a detector's number of boxes: see
+tests/infer/infer_synth.py), fused as create_model runs it. Its time does not depend on the weights' values; the
+merge's does, through the number of boxes (printed). Images are generated street-like scenes of 1920x1080 and
+4000x3000. All three ways merge with SAHI's preset (greedynmm, ios 0.5, a full-image pass too) at predict's default
+score threshold, 0.5. Printed: median seconds per image (the three ways timed in turn, run after run, so that a load
+changing over time weighs on each alike), each way's time over the batched time (above 1: slower than batched),
+whether one-by-one slicing gave exactly SAHI's boxes (clipped to the image, as predict clips), and the boxes of the
+batched run against SAHI's (batches of another size can move a float's last bit and, rarely, a merge decision).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "infer"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from infer_synth import MODEL, randomize_detector, scene  # noqa: E402
+from ppyoloe_sod.device import resolve_device  # noqa: E402
+from ppyoloe_sod.infer.backends import TorchBackend  # noqa: E402
+from ppyoloe_sod.infer.predictor import DetPredictor  # noqa: E402
+from ppyoloe_sod.infer.slicing import SliceConfig, slice_grid  # noqa: E402
+from ppyoloe_sod.models import build_model  # noqa: E402
+from ppyoloe_sod.zoo import get_spec  # noqa: E402
+
+THRESHOLD = 0.5  # predict's default
+IMAGES = {"1920x1080": (1080, 1920), "4000x3000": (3000, 4000)}
+
+
+def make_predictor(input_size: int, device: torch.device) -> DetPredictor:
+    spec = get_spec(MODEL)
+    torch.manual_seed(0)  # build_model's initialisation: the same network, so the same boxes, every run
+    detector = randomize_detector(build_model(MODEL)).fuse().to(device)
+    return DetPredictor(detector, TorchBackend(detector, device), spec.name, spec.classes, (input_size, input_size),
+                        threshold=THRESHOLD)
+
+
+def sahi_runner(predictor: DetPredictor, cfg: SliceConfig):
+    """get_sliced_prediction on our predictor, SAHI's default batch of 1, numpy merge backend."""
+    from sahi.postprocess import backends as sahi_backends
+    from sahi.predict import get_sliced_prediction
+    from test_sahi_wrapper import PPYOLOESODDetectionModel
+
+    sahi_backends.set_postprocess_backend("numpy")
+    model = PPYOLOESODDetectionModel(model=predictor, confidence_threshold=THRESHOLD, device="cpu")
+
+    def run(image: np.ndarray) -> list:
+        return get_sliced_prediction(
+            image, model, slice_height=cfg.size[0], slice_width=cfg.size[1], overlap_height_ratio=cfg.overlap[0],
+            overlap_width_ratio=cfg.overlap[1], perform_standard_pred=True, postprocess_type="GREEDYNMM",
+            postprocess_match_metric="IOS", postprocess_match_threshold=0.5, verbose=0).object_prediction_list
+    return run
+
+
+def rows(ours: list[dict]) -> np.ndarray:
+    out = np.array([[b["cls_id"], b["score"], *b["coordinate"]] for b in ours], np.float32).reshape(-1, 6)
+    return out[np.lexsort(out.T[::-1])]
+
+
+def sahi_rows(theirs: list, height: int, width: int) -> np.ndarray:
+    """SAHI's boxes clipped to the image, those left empty dropped, as predict does with its results."""
+    out = np.array([[p.category.id, p.score.value, *p.bbox.to_xyxy()] for p in theirs], np.float32).reshape(-1, 6)
+    out[:, 2:] = np.clip(out[:, 2:], 0, np.array([width, height, width, height], np.float32))
+    out = out[(out[:, 4] > out[:, 2]) & (out[:, 5] > out[:, 3])]
+    return out[np.lexsort(out.T[::-1])]
+
+
+def interleaved(fns: dict[str, Callable[[], object]], runs: int) -> tuple[dict[str, float], dict[str, object]]:
+    """(median seconds, last output) of each function, after one untimed call each, timed in turn ``runs`` times."""
+    outputs = {name: fn() for name, fn in fns.items()}
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(runs):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            outputs[name] = fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}, outputs
+
+
+def bench_slicing(predictor: DetPredictor, args: argparse.Namespace) -> None:
+    batched = SliceConfig(size=args.slice, batch_size=args.batch)
+    single = SliceConfig(size=args.slice, batch_size=1)
+    sahi = sahi_runner(predictor, batched)
+    print(f"{'image':10s} {'forwards':>8s} {'batched s':>10s} {'one-by-one s':>13s} {'SAHI s':>8s} "
+          f"{'one-by-one/batched':>19s} {'SAHI/batched':>13s}  one-by-one = SAHI  boxes batched / SAHI")
+    for name, (h, w) in IMAGES.items():
+        image = scene(h, w, seed=1)
+        t, out = interleaved({
+            "batched": lambda: next(iter(predictor.predict(image, slice=batched))).boxes,
+            "single": lambda: next(iter(predictor.predict(image, slice=single))).boxes,
+            "sahi": lambda: sahi(image)}, args.runs)
+        expected = sahi_rows(out["sahi"], h, w)
+        exact = np.array_equal(rows(out["single"]), expected)
+        n = len(slice_grid(h, w, batched)) + 1
+        print(f"{name:10s} {n:8d} {t['batched']:10.2f} {t['single']:13.2f} {t['sahi']:8.2f} "
+              f"{t['single'] / t['batched']:19.2f} {t['sahi'] / t['batched']:13.2f}  {str(exact):17s}  "
+              f"{len(out['batched'])} / {len(expected)}")
+
+
+def bench_video(predictor: DetPredictor, args: argparse.Namespace) -> None:
+    width, height = (int(v) for v in args.video_size.split("x"))
+    with tempfile.TemporaryDirectory() as folder:
+        clip = str(Path(folder) / "clip.mp4")
+        writer = cv2.VideoWriter(clip, cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (width, height))
+        background = scene(height, width, seed=2)
+        for i in range(args.video_frames):
+            writer.write(np.roll(background, 4 * i, axis=1))  # a panning view
+        writer.release()
+        for batch in (1, args.batch):
+            start = time.perf_counter()
+            frames = sum(1 for _ in predictor.predict(clip, batch_size=batch))
+            seconds = time.perf_counter() - start
+            print(f"video {width}x{height}, {frames} frames, batch {batch}: {frames / seconds:.2f} frames/s "
+                  f"(decode, predict at {predictor.input_size[0]}, threshold, results)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--input-size", type=int, default=640, help="network input (the model's is 640)")
+    ap.add_argument("--slice", type=int, default=640)
+    ap.add_argument("--batch", type=int, default=8, help="slices (and video frames) per forward, batched")
+    ap.add_argument("--video-frames", type=int, default=60)
+    ap.add_argument("--video-size", default="1280x720")
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    predictor = make_predictor(args.input_size, resolve_device(args.device))
+    print(f"SOD-S (random weights, fused) at {args.input_size}, {args.device}, {torch.get_num_threads()} threads, "
+          f"slices {args.slice} overlap 0.2, median of {args.runs} runs")
+    bench_slicing(predictor, args)
+    bench_video(predictor, args)
+
+
+if __name__ == "__main__":
+    main()
