@@ -124,12 +124,17 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", **kwargs: Any) -> Ite
                 os.fsync(f.fileno())
             os.replace(tmp, path)
         except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
+            _remove_if_present(tmp)
             raise
         fsync_dir(path.parent)
+
+
+def _remove_if_present(path: str | os.PathLike) -> None:
+    """Drop a temporary file left by a failed write (it may already be gone)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 @contextmanager
@@ -153,10 +158,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
                 os.close(fd)
             os.replace(tmp, path)
         except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
+            _remove_if_present(tmp)
             raise
         fsync_dir(path.parent)
 
