@@ -3,9 +3,10 @@
     python benchmarks/gpu_check.py --out DIR [--model PP-YOLOE_plus_SOD-S] [--size 640] [--batches 1,8]
                                    [--runs 30] [--compile] [--device cuda:0]
 
-Self-contained: it makes its own weights (random, with BatchNorm statistics measured on generated aerial-like
+It makes its own weights (random, with BatchNorm statistics measured on generated aerial-like
 scenes and class biases set so a few hundred candidates pass the 0.01 score threshold, as with a trained
-detector) and its own input scenes; it needs no download, no TensorRT and nothing from tests/. Without a GPU it
+detector) and its own input scenes; it needs no download and no TensorRT (the training half takes its tiny
+datasets from tests/train/train_synth.py). Without a GPU it
 prints "no GPU: nothing measured", writes that to DIR and exits 0. Runs on torch 2.4 or later.
 
 Checks (each with its tolerance; exit code 1 if one fails):
@@ -20,7 +21,12 @@ detections on the host (decode and NMS included): eager float32 (what ``create_m
 eager fp16 / bf16, channels-last, CUDA graphs for the network, CUDA graphs for network + decode + NMS (the fast
 path; how many images needed the exact NMS is reported), torch.compile(mode='max-autotune') with ``--compile``
 (minutes of compilation), and ONNX Runtime's CUDA provider when installed. Writes gpu_check.json and
-gpu_check.md to DIR. ``--device cpu`` runs the script itself on a CPU (eager rows only) to check it.
+gpu_check.md to DIR, rewritten after every row, so a run cut short still leaves what it measured; a row or check
+that raises is recorded with its error and the script goes on. ``--device cpu`` runs the script itself on a CPU
+(eager rows only) to check it.
+
+Training (``benchmarks/gpu_train_check.py``, skipped with ``--no-train``): AMP bf16 / fp16 + channels-last steps
+against float32, train step times, two DDP ranks on the GPU with gloo, and the whole training loop on the GPU.
 """
 from __future__ import annotations
 
@@ -31,6 +37,7 @@ import platform
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,6 +46,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_train_check import guarded  # noqa: E402
 from timing import timed  # noqa: E402
 
 NO_GPU = "no GPU: nothing measured"
@@ -254,7 +262,7 @@ def write_report(out: Path, report: dict[str, Any]) -> None:
         lines += [f"- {k}: {v}" for k, v in report["setup"].items()] + [""]
     for check in report.get("checks", []):
         lines.append(f"- {'PASS' if check.get('passed', True) else 'FAIL'} {check['name']}: "
-                     + ", ".join(f"{k}={v}" for k, v in check.items() if k not in ("name", "passed")))
+                     + ", ".join(f"{k}={v}" for k, v in check.items() if k not in ("name", "passed", "traceback")))
     rows = report.get("rows", [])
     if rows:
         lines += ["", "| path | batch | ms / batch | ms / image | first call s | note |", "|---|---|---|---|---|---|"]
@@ -264,7 +272,26 @@ def write_report(out: Path, report: dict[str, Any]) -> None:
             else:
                 lines.append(f"| {r['path']} | {r['batch']} | {r['ms_per_batch']:.2f} | {r['ms_per_image']:.2f} | "
                              f"{r['first_call_s']:.1f} | {r.get('note', '')} |")
+    train_rows = report.get("train_rows", [])
+    if train_rows:
+        lines += ["", "| training mode | batch | size | ms / step | images / s | peak GiB |", "|---|---|---|---|---|---|"]
+        for r in train_rows:
+            if "skipped" in r:
+                lines.append(f"| {r['mode']} | | | | | skipped: {r['skipped']} |")
+            else:
+                memory = f"{r['max_memory_gib']:.1f}" if r.get("max_memory_gib") is not None else ""
+                lines.append(f"| {r['mode']} | {r['batch']} | {r['size']} | {r['step_ms']:.1f} | "
+                             f"{r['images_per_s']:.1f} | {memory} |")
     (out / "gpu_check.md").write_text("\n".join(lines) + "\n")
+
+
+def guarded_row(name: str, batch: int, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """A latency row, or the row's error: one failing path must not cost the report the other rows."""
+    try:
+        return fn()
+    except Exception as e:  # noqa: BLE001
+        return {"path": name, "batch": batch, "skipped": f"failed: {type(e).__name__}: {e}"[:300],
+                "traceback": traceback.format_exc()[-2000:]}
 
 
 def main() -> int:
@@ -275,35 +302,47 @@ def main() -> int:
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--compile", action="store_true", help="add torch.compile(mode='max-autotune') rows (slow)")
+    ap.add_argument("--no-train", action="store_true", help="skip the training half (gpu_train_check.py)")
+    ap.add_argument("--train-size", type=int, default=640)
+    ap.add_argument("--train-batch", type=int, default=8)
+    ap.add_argument("--train-steps", type=int, default=8)
     ap.add_argument("--device", default="cuda:0", help="cuda:N, or cpu to check the script itself")
     args = ap.parse_args()
 
     device = torch.device(args.device)
-    report: dict[str, Any] = {"torch": torch.__version__, "python": platform.python_version()}
+    report: dict[str, Any] = {"torch": torch.__version__, "python": platform.python_version(),
+                              "date": time.strftime("%Y-%m-%d")}
     if device.type == "cuda" and not torch.cuda.is_available():
         report["status"] = NO_GPU
         write_report(args.out, report)
         print(NO_GPU)
         return 0
     batches = [int(b) for b in args.batches.split(",")]
-    report["device_name"] = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    gpu = device.type == "cuda"
+    report["device_name"] = torch.cuda.get_device_name(device) if gpu else platform.processor()
     report["status"] = (f"{args.model} at {args.size}x{args.size}, random calibrated weights, median of "
                         f"{args.runs} runs; from a float32 batch on the device to detections on the host")
-    if device.type == "cuda":
+    if gpu:
         torch.backends.cudnn.benchmark = True
+    report["checks"] = checks = []
+    report["rows"] = rows = []
     detector = calibrated_detector(args.model, device, args.size)
     x_check = scenes(2, args.size, seed=7)
     sf_check = torch.ones(2, 2, device=device)
-    report["checks"] = [check_cuda_vs_cpu(detector, device, x_check) if device.type == "cuda" else
-                        {"name": "CUDA vs CPU", "skipped": "no GPU", "passed": True},
-                        check_static_nms(detector, device, x_check, sf_check),
-                        precision_drift(detector, device, x_check)]
+    if gpu:
+        checks.append(guarded("CUDA vs CPU", lambda: check_cuda_vs_cpu(detector, device, x_check)))
+    checks.append(guarded("static NMS", lambda: check_static_nms(detector, device, x_check, sf_check)))
+    checks.append(guarded("precision drift", lambda: precision_drift(detector, device, x_check)))
+    write_report(args.out, report)
     torch.backends.cuda.matmul.allow_tf32 = True  # latency rows: PyTorch's defaults for float32 convolutions
     torch.backends.cudnn.allow_tf32 = True
-    report["rows"] = rows = []
-    gpu = device.type == "cuda"
     with tempfile.TemporaryDirectory() as tmp:
-        ort_fn = onnxruntime_path(detector, device, args.size, Path(tmp)) if gpu else None
+        try:
+            ort_fn = onnxruntime_path(detector, device, args.size, Path(tmp)) if gpu else None
+        except Exception as e:  # noqa: BLE001
+            ort_fn, ort_error = None, f"failed: {type(e).__name__}: {e}"[:300]
+        else:
+            ort_error = "onnxruntime with CUDAExecutionProvider not installed" if gpu else "no GPU"
         for batch in batches:
             x = scenes(batch, args.size, seed=batch).to(device)
             sf = torch.ones(batch, 2, device=device)
@@ -318,7 +357,8 @@ def main() -> int:
                 if not gpu and ("fp16" in name or "graph" in name):
                     rows.append({"path": name, "batch": batch, "skipped": "needs a GPU"})
                     continue
-                rows.append(measure(name, make(), x, sf, args.runs))
+                rows.append(guarded_row(name, batch, lambda: measure(name, make(), x, sf, args.runs)))
+                write_report(args.out, report)
             fast_rows = [("fast path fp32: graph of network + decode + NMS", "fp32", False),
                          ("fast path fp16: graph of network + decode + NMS", "fp16", False),
                          ("fast path bf16: graph of network + decode + NMS", "bf16", False)]
@@ -328,15 +368,30 @@ def main() -> int:
                 if not gpu and (precision == "fp16" or compiled):
                     rows.append({"path": name, "batch": batch, "skipped": "needs a GPU"})
                     continue
-                fn, fast = fast_path(detector, device, precision, compiled)
-                row = measure(name, fn, x, sf, args.runs)
-                row["note"] = f"exact NMS without fallback on {int(fast.detect_static(x, sf).exact.sum())}/{batch}"
-                rows.append(row)
+
+                def fast_row() -> dict[str, Any]:
+                    fn, fast = fast_path(detector, device, precision, compiled)
+                    row = measure(name, fn, x, sf, args.runs)
+                    row["note"] = (f"exact NMS without fallback on {int(fast.detect_static(x, sf).exact.sum())}"
+                                   f"/{batch}")
+                    return row
+                rows.append(guarded_row(name, batch, fast_row))
+                write_report(args.out, report)
             if ort_fn is None:
-                rows.append({"path": "ONNX Runtime CUDA provider fp32", "batch": batch,
-                             "skipped": "onnxruntime with CUDAExecutionProvider not installed" if gpu else "no GPU"})
+                rows.append({"path": "ONNX Runtime CUDA provider fp32", "batch": batch, "skipped": ort_error})
             else:
-                rows.append(measure("ONNX Runtime CUDA provider fp32", ort_fn, x, sf, args.runs))
+                rows.append(guarded_row("ONNX Runtime CUDA provider fp32", batch,
+                                        lambda: measure("ONNX Runtime CUDA provider fp32", ort_fn, x, sf, args.runs)))
+            write_report(args.out, report)
+    if not args.no_train:
+        from gpu_train_check import training_report
+
+        del detector
+        if gpu:
+            torch.cuda.empty_cache()
+        train_checks, report["train_rows"] = training_report(args.model, device, args.train_size,
+                                                             args.train_batch, args.train_steps)
+        checks.extend(train_checks)
     write_report(args.out, report)
     print((args.out / "gpu_check.md").read_text())
     return 0 if all(c.get("passed", True) for c in report["checks"]) else 1
