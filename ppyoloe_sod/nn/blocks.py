@@ -9,6 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .batchnorm import PaddleBatchNorm2d
+
 
 def make_act(name: str | None) -> nn.Module:
     """Paddle activation names to torch modules (swish == SiLU; hardsigmoid uses the same 1/6, 0.5 as Paddle)."""
@@ -37,8 +39,9 @@ class ConvBN(nn.Module):
                  act: str | None = "swish"):
         super().__init__()
         self.conv = nn.Conv2d(ch_in, ch_out, kernel, stride, padding, bias=False)
-        # Paddle's BN momentum 0.9 on the running stat is torch's momentum 0.1; eps 1e-5 in both.
-        self.bn = nn.BatchNorm2d(ch_out, eps=1e-5, momentum=0.1)
+        # Paddle's BN momentum 0.9 on the running stat is torch's momentum 0.1; eps 1e-5 in both. Paddle's
+        # running-variance update too (batchnorm.py), for training parity.
+        self.bn = PaddleBatchNorm2d(ch_out, eps=1e-5, momentum=0.1)
         self.act = make_act(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,7 @@ from torch import nn
 
 from ..config import AMP_MODES
 from ..errors import ConfigError, NonFiniteLossError
+from ..nn.batchnorm import convert_sync_batchnorm
 from ..nn.detector import Detector
 from .losses import DetectionLoss
 from .optim import ModelEMA, WarmupCosine, build_optimizer
@@ -51,7 +52,7 @@ class Trainer:
             channels_last = amp_dtype is not None
         net = net.to(device)
         if world_size > 1 and device.type == "cuda":
-            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+            net = convert_sync_batchnorm(net)  # torch's converter would bring back the unbiased running_var
         if channels_last:
             net = net.to(memory_format=torch.channels_last)
         net.train()
