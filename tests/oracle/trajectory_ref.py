@@ -199,26 +199,6 @@ def _torch_dropout_off(model: nn.Module) -> int:
     return count
 
 
-def paddle_running_variance(net: nn.Module) -> int:
-    """Make our BatchNorms update ``running_var`` with the biased batch variance, as Paddle's batch_norm does.
-
-    torch folds in the unbiased variance (x N / (N - 1), N = batch x height x width): 6% more at stride 32 of a
-    96 px batch of 2. A forward hook takes that surplus out again after each training forward. Returns the count of
-    BatchNorms hooked. Only for comparing the rest of the loop while this difference is reported and unfixed.
-    """
-    def hook(bn: nn.BatchNorm2d, inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
-        if bn.training:
-            x = inputs[0].detach()
-            n = x.numel() // x.shape[1]
-            biased = x.var(dim=(0, 2, 3), unbiased=False)
-            bn.running_var.data.sub_(bn.momentum * biased / (n - 1))  # .data: autograd saved the buffer
-
-    bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
-    for bn in bns:
-        bn.register_forward_hook(hook)
-    return len(bns)
-
-
 class OurLoop:
     """Our training engine, one ``step`` per batch, with the recipe's numbers."""
 
@@ -310,16 +290,12 @@ def state_diffs(ours: dict[str, np.ndarray], ref: dict[str, np.ndarray], floor: 
     return {k: rel_diff(ours[k], ref[k], floor) for k in ref}
 
 
-def run_lockstep(weights_path: Path, batches: list[dict[str, np.ndarray]], images: np.ndarray,
-                 patch_running_var: bool = True) -> Lockstep:
+def run_lockstep(weights_path: Path, batches: list[dict[str, np.ndarray]], images: np.ndarray) -> Lockstep:
     """Both loops over ``batches``; ours restarts each iteration from ppdet's weights (module docstring)."""
     pd_model = build(MODEL, seed=0, cls_bias=CLS_BIAS)
     paddle.save(pd_model.state_dict(), str(weights_path))
     ref = PaddleLoop(pd_model)
-    net = load_model(MODEL, weights_path)  # the user's path: .pdparams -> our reader and converter
-    if patch_running_var:
-        paddle_running_variance(net)
-    ours = OurLoop(net)
+    ours = OurLoop(load_model(MODEL, weights_path))  # the user's path: .pdparams -> our reader and converter
     out = Lockstep(dropout_sites=(ref.dropout_sites, ours.dropout_sites))
     ref_state = ref.state()
     for i, batch in enumerate(batches):
