@@ -25,11 +25,11 @@ stage() {  # stage NAME SECONDS COMMAND...: run with a limit, log to OUT_DIR/NAM
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   python3 -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version())"
 } 2>&1 | tee "$out/environment.txt"
-stage cuda_tests 150 python3 -m pytest -q -p no:cacheprovider -rs tests/test_nms_fast.py tests/infer/test_gpu_fast.py \
+stage cuda_tests 110 python3 -m pytest -q -p no:cacheprovider -rs tests/test_nms_fast.py tests/infer/test_gpu_fast.py \
       tests/test_device.py
-stage gpu_check_S 300 python3 benchmarks/gpu_check.py --out "$out/S640" --model PP-YOLOE_plus_SOD-S --size 640
-stage gpu_check_L 100 python3 benchmarks/gpu_check.py --out "$out/L640" --model PP-YOLOE_plus_SOD-L --size 640 \
+stage gpu_check_S 280 python3 benchmarks/gpu_check.py --out "$out/S640" --model PP-YOLOE_plus_SOD-S --size 640
+stage gpu_check_L 75 python3 benchmarks/gpu_check.py --out "$out/L640" --model PP-YOLOE_plus_SOD-L --size 640 \
       --runs 20 --no-train
-stage gpu_check_largesize 100 python3 benchmarks/gpu_check.py --out "$out/largesize1920" \
+stage gpu_check_largesize 75 python3 benchmarks/gpu_check.py --out "$out/largesize1920" \
       --model PP-YOLOE_plus_SOD-largesize-L --size 1920 --batches 1,4 --runs 10 --no-train
 exit $status
