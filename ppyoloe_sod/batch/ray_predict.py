@@ -136,17 +136,15 @@ def _row_identity(batch: Mapping[str, np.ndarray], i: int) -> tuple[str | None, 
 # ------------------------------------------------------------------------------------------- workers
 
 class DetectWorker:
-    """A Ray Data callable class: the model is loaded once per actor, then each batch is predicted in one call
-    of ``predict`` (``batch_size`` images per forward)."""
+    """A Ray Data callable class (and the per-partition function of ``spark_predict``): the model is loaded once
+    per actor, then each batch of rows is predicted in one call of ``predict`` (``batch_size`` images per
+    forward). ``predictor``: create_model's keyword arguments (``infer.predictor.predictor_args``)."""
 
-    def __init__(self, model_name: str, model_dir: str | None, device: str, threshold: Any,
-                 max_pixels: int | None, use_hpip: bool, slice: SliceConfig | None) -> None:
+    def __init__(self, predictor: Mapping[str, Any], slice: SliceConfig | None) -> None:
         from ..infer.predictor import create_model
 
-        self.predictor = create_model(model_name, model_dir=model_dir, device=device, threshold=threshold,
-                                      use_hpip=use_hpip, max_pixels=max_pixels)
-        self.limit = PixelLimit(max_pixels, hint(python="predict_ray(..., max_pixels=N)",
-                                                 cli="-o Predict.max_pixels=N"))
+        self.predictor = create_model(**predictor)
+        self.limit = PixelLimit(self.predictor.max_pixels, hint(python="max_pixels=N", cli="-o Predict.max_pixels=N"))
         self.slice = slice
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
@@ -224,13 +222,15 @@ def predict_ray(inputs: Any, model_name: str = "PP-YOLOE_plus_SOD-S", model_dir:
                 num_cpus_per_worker: float = 1, output: str | os.PathLike | None = None,
                 output_format: str = "json", threshold: Any = None,
                 slice: SliceConfig | Mapping[str, Any] | None = None, use_hpip: bool = False,
-                max_pixels: int | None = DEFAULT_MAX_PIXELS) -> "ray.data.Dataset":
+                max_pixels: int | None = DEFAULT_MAX_PIXELS, hpi_config: Mapping[str, Any] | None = None
+                ) -> "ray.data.Dataset":
     """Detect on every image of ``inputs`` with a pool of Ray actors; a Dataset of result rows.
 
     ``inputs``: paths, globs (``"images/**/*.jpg"``), folders, PDFs, or a list of them (as ``predict``, without
     numpy arrays, URL PDFs and videos), or a ``ray.data.Dataset`` with an ``image`` column of RGB arrays (and
     ``path``), as ``ray.data.read_images(..., include_paths=True, mode="RGB")`` gives. ``model_name``,
-    ``model_dir``, ``threshold``, ``use_hpip``, ``max_pixels``: as ``create_model``; ``slice``: as ``predict``.
+    ``model_dir``, ``threshold``, ``use_hpip``, ``hpi_config``, ``max_pixels``: as ``create_model``; ``slice``: as
+    ``predict``.
 
     ``num_workers`` actors each hold the model, using ``num_cpus_per_worker`` CPUs and ``num_gpus_per_worker``
     GPUs (0: CPU; 1: one GPU each; 0.5: two actors share a GPU); ``batch_size`` images per forward. An actor
@@ -251,9 +251,10 @@ def predict_ray(inputs: Any, model_name: str = "PP-YOLOE_plus_SOD-S", model_dir:
     ensure_ray()
     ray = import_ray()
     requests = _requests_dataset(inputs)
-    worker_args = dict(model_name=model_name, model_dir=None if model_dir is None else os.fspath(model_dir),
-                       device="gpu:0" if gpus > 0 else "cpu", threshold=threshold, max_pixels=max_pixels,
-                       use_hpip=use_hpip, slice=slice_cfg)
+    predictor = dict(model_name=model_name, model_dir=None if model_dir is None else os.fspath(model_dir),
+                     device="gpu:0" if gpus > 0 else "cpu", threshold=threshold, use_hpip=use_hpip,
+                     max_pixels=max_pixels, hpi_config=hpi_config)
+    worker_args = dict(predictor=predictor, slice=slice_cfg)
     results = requests.map_batches(
         DetectWorker, fn_constructor_kwargs=worker_args, batch_size=batch_size, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=num_workers), num_cpus=cpus, num_gpus=gpus)
@@ -274,19 +275,19 @@ def run_predict_ray(cfg: Any) -> int:
     """``Global.mode=predict`` with ``Predict.engine=ray``: ``predict_ray`` over ``Predict.input`` with the
     model keys of ``Predict`` and the pool of ``Predict.ray``, results written under ``Global.output``
     (``Predict.ray.output_format``). Returns the number of results."""
+    from ..infer.predictor import predictor_args
     from ..infer.slicing import slice_config_from_section
 
     p = cfg.Predict
     if p.engine not in ENGINES:
         raise ConfigError(f"Predict.engine is {p.engine!r}; use local (this process) or ray (a Ray cluster).")
-    use_hpip = bool(p.use_hpip) or str(p.kernel_option.run_mode).lower() in ("onnxruntime", "ort")
+    model = {k: v for k, v in predictor_args(cfg).items() if k != "device"}  # actors: Predict.ray's GPUs or CPU
     out = Path(cfg.Global.output)
-    results = predict_ray(p.input, cfg.Global.model, p.model_dir, num_workers=p.ray.num_workers,
-                          batch_size=p.ray.batch_size, num_gpus_per_worker=p.ray.num_gpus_per_worker,
+    results = predict_ray(p.input, **model, num_workers=p.ray.num_workers, batch_size=p.ray.batch_size,
+                          num_gpus_per_worker=p.ray.num_gpus_per_worker,
                           num_cpus_per_worker=p.ray.num_cpus_per_worker, output=out,
-                          output_format=p.ray.output_format, threshold=p.threshold,
-                          slice=slice_config_from_section(p.slice, "Predict.slice"), use_hpip=use_hpip,
-                          max_pixels=p.max_pixels)
+                          output_format=p.ray.output_format,
+                          slice=slice_config_from_section(p.slice, "Predict.slice"))
     count = results.count()
     files = "a JSON file each" if p.ray.output_format == "json" else "Parquet files"
     print(f"{count} result(s) saved under {out.resolve()} ({files}; no drawings with Predict.engine=ray)")

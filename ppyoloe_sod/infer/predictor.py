@@ -242,9 +242,7 @@ class DetPredictor:
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}.")
-        thr = check_threshold(threshold, len(self.labels))
-        if thr is None:
-            thr = self.threshold if self.threshold is not None else self._default_threshold()
+        thr = self.resolve_threshold(threshold)
         slice_cfg, video_cfg = as_slice_config(slice), as_video_config(video)
         if slice_cfg is not None and (warning := low_threshold_warning(slice_cfg, lowest_threshold(thr))):
             log.warning(warning)
@@ -270,9 +268,16 @@ class DetPredictor:
 
     __call__ = predict
 
-    def _default_threshold(self) -> float:
-        spec = getattr(self.detector, "spec", None)
-        return float(getattr(spec, "draw_threshold", DEFAULT_THRESHOLD))
+    def resolve_threshold(self, threshold: Threshold = None) -> float | dict[int, float]:
+        """The threshold a call runs with: ``threshold`` (checked against the model's classes) when set, else
+        create_model's, else the model's draw threshold (0.5). predict and the HTTP service both use it."""
+        thr = check_threshold(threshold, len(self.labels))
+        if thr is None:
+            thr = self.threshold
+        if thr is None:
+            spec = getattr(self.detector, "spec", None)
+            thr = float(getattr(spec, "draw_threshold", DEFAULT_THRESHOLD))
+        return thr
 
 
 def create_model(model_name: str, model_dir: str | os.PathLike | None = None, device: str | None = None,
@@ -311,6 +316,24 @@ def create_model(model_name: str, model_dir: str | os.PathLike | None = None, de
     return DetPredictor(detector, backend, spec.name, spec.classes, spec.input_size, threshold, max_pixels)
 
 
+def predictor_args(cfg: Any) -> dict[str, Any]:
+    """``create_model``'s keyword arguments for the model a config names (``Global.model``, ``Global.device``,
+    ``Predict.model_dir``, ``threshold``, ``use_hpip``, ``max_pixels``; ``Predict.kernel_option.run_mode``
+    onnxruntime or openvino turns use_hpip on with that backend as hpi_config). Plain values, so the service's
+    worker processes and the Ray and Spark workers build the very predictor ``Global.mode=predict`` builds."""
+    p = cfg.Predict
+    run_mode_hpi = hpi_config_for_run_mode(p.kernel_option.run_mode)
+    return dict(model_name=cfg.Global.model, model_dir=p.model_dir, device=cfg.Global.device,
+                threshold=p.threshold, use_hpip=bool(p.use_hpip) or run_mode_hpi is not None,
+                max_pixels=p.max_pixels, hpi_config=run_mode_hpi)
+
+
+def predictor_from_config(cfg: Any) -> DetPredictor:
+    """The predictor ``Global.mode=predict`` runs (``create_model`` with ``predictor_args(cfg)``)."""
+    args = predictor_args(cfg)
+    return create_model(args.pop("model_name"), **args)
+
+
 def run_predict(cfg: Any) -> int:
     """``Global.mode=predict``: predict ``Predict.input``, save each result's JSON and drawing under
     ``Global.output`` and report as ``Predict.print`` says: ``summary`` (one line per image: boxes found and
@@ -331,10 +354,7 @@ def run_predict(cfg: Any) -> int:
         return run_predict_ray(cfg)
     slice_cfg = slice_config_from_section(p.slice, "Predict.slice")
     video_cfg = video_config_from_section(p.video, "Predict.video")
-    run_mode_hpi = hpi_config_for_run_mode(p.kernel_option.run_mode)
-    model = create_model(cfg.Global.model, model_dir=p.model_dir, device=cfg.Global.device,
-                         threshold=p.threshold, use_hpip=bool(p.use_hpip) or run_mode_hpi is not None,
-                         max_pixels=p.max_pixels, hpi_config=run_mode_hpi)
+    model = predictor_from_config(cfg)
     out = Path(cfg.Global.output)
     count, videos_written = 0, set()
     try:

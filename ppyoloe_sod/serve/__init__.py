@@ -2,9 +2,10 @@
 
     python -m ppyoloe_sod -c configs/PP-YOLOE_plus_SOD-S.yaml -o Global.mode=serve -o Serve.host=0.0.0.0
 
-The model is the one ``Global.mode=predict`` would load (``Global.model``, ``Predict.model_dir``,
-``Global.device``, ``Predict.threshold``, ``Predict.use_hpip``, ``Predict.max_pixels``); it is loaded once per
-server process before the server listens, so a bad weights file or device is an error at start. With
+The model is the one ``Global.mode=predict`` would load (``infer.predictor.predictor_args``: ``Global.model``,
+``Predict.model_dir``, ``Global.device``, ``Predict.threshold``, ``Predict.use_hpip`` and
+``kernel_option.run_mode``, ``Predict.max_pixels``); it is loaded once per server process before the server
+listens, so a bad weights file or device is an error at start. With
 ``Serve.workers`` above 1, uvicorn starts that many processes on the one port; each loads the model. Needs the
 ``serve`` extra: ``pip install 'ppyoloe-sod[serve]'``. FastAPI is imported only when this mode runs.
 """
@@ -20,7 +21,6 @@ from typing import Any
 
 from ..config import Config, ServeConfig
 from ..errors import ConfigError
-from ..imageio import DEFAULT_MAX_PIXELS
 
 log = logging.getLogger(__name__)
 
@@ -29,25 +29,20 @@ SETTINGS_ENV = "PPYOLOE_SOD_SERVE_SETTINGS"  # how run_serve hands the settings 
 
 @dataclass(frozen=True)
 class ServeSettings:
-    """What one server process needs: how to load the model (as predict loads it) and the Serve section."""
+    """What one server process needs: create_model's arguments (``predictor_args``, as predict loads the
+    model) and the Serve section."""
 
-    model: str
-    model_dir: str | None = None
-    device: str | None = None
-    threshold: float | dict[int, float] | None = None
-    use_hpip: bool = False
-    max_pixels: int | None = DEFAULT_MAX_PIXELS
+    predictor: dict[str, Any]
     serve: ServeConfig = dataclasses.field(default_factory=ServeConfig)
     torch_threads: int | None = None  # per process when several share the machine; None: torch's default
 
     @classmethod
     def from_config(cls, cfg: Config) -> ServeSettings:
-        p = cfg.Predict
-        use_hpip = bool(p.use_hpip) or str(p.kernel_option.run_mode).lower() in ("onnxruntime", "ort")
+        from ..infer.predictor import predictor_args
+
         workers = cfg.Serve.workers
         threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
-        return cls(cfg.Global.model, p.model_dir, cfg.Global.device, p.threshold, use_hpip, p.max_pixels,
-                   dataclasses.replace(cfg.Serve), threads)
+        return cls(predictor_args(cfg), dataclasses.replace(cfg.Serve), threads)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -55,8 +50,9 @@ class ServeSettings:
     @classmethod
     def from_json(cls, text: str) -> ServeSettings:
         data = json.loads(text)
-        if isinstance(data["threshold"], dict):  # JSON object keys are strings; class ids are ints
-            data["threshold"] = {int(k): v for k, v in data["threshold"].items()}
+        threshold = data["predictor"]["threshold"]
+        if isinstance(threshold, dict):  # JSON object keys are strings; class ids are ints
+            data["predictor"]["threshold"] = {int(k): v for k, v in threshold.items()}
         return cls(**{**data, "serve": ServeConfig(**data["serve"])})
 
 
@@ -68,8 +64,7 @@ def load_predictor(settings: ServeSettings) -> Any:
         import torch
 
         torch.set_num_threads(settings.torch_threads)
-    return create_model(settings.model, model_dir=settings.model_dir, device=settings.device,
-                        threshold=settings.threshold, use_hpip=settings.use_hpip, max_pixels=settings.max_pixels)
+    return create_model(**settings.predictor)
 
 
 def app_from_settings(settings: ServeSettings) -> Any:

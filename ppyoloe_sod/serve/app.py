@@ -39,7 +39,7 @@ from ..config import ServeConfig
 from ..data.sources import fetch_url
 from ..errors import ConfigError, ImageReadError, interface
 from ..imageio import PixelLimit, decode_image
-from ..infer.predictor import DetPredictor, check_threshold, filter_and_clip
+from ..infer.predictor import DetPredictor, filter_and_clip
 from ..infer.result import DetResult
 from .batching import QueueFullError, RequestBatcher
 from .page import CONTENT_SECURITY_POLICY, demo_page
@@ -142,12 +142,9 @@ class DetectionService:
         """The request's threshold, else the server's (create_model's, else the model's default), as predict."""
         try:
             with interface("python"):  # the field is called threshold here, as in Python
-                thr = check_threshold(requested, len(self.predictor.labels))
+                return self.predictor.resolve_threshold(requested)
         except ConfigError as e:
             raise ServeError(422, str(e), "threshold") from None
-        if thr is None:
-            thr = self.predictor.threshold
-        return thr if thr is not None else self.predictor._default_threshold()
 
     def page_threshold(self) -> float | None:
         """The threshold the demo page starts with (None when the server's is per class)."""

@@ -1,6 +1,8 @@
-"""Test images and a worker that kills its own process once, for the Ray batch-inference tests."""
+"""Test images, a worker that kills its own process once (Ray tests), and a stand-in create_model that records
+how each inference path would load the model (also used by tests/serve)."""
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 
@@ -34,3 +36,25 @@ class DiesOnceWorker(DetectWorker):
             Path(self.marker).write_text("died once\n")
             os._exit(1)
         return super().__call__(batch)
+
+
+class StopLoading(Exception):
+    """Raised by the stand-in create_model: the test wants its arguments, not a model."""
+
+
+def record_create_model(monkeypatch) -> list[dict]:
+    """Replace ``create_model`` by a stand-in that records each call's arguments by name (defaults filled in),
+    then raises StopLoading; the list it fills is returned."""
+    from ppyoloe_sod.infer import predictor
+
+    signature = inspect.signature(predictor.create_model)
+    calls: list[dict] = []
+
+    def stand_in(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        calls.append(dict(bound.arguments))
+        raise StopLoading
+
+    monkeypatch.setattr(predictor, "create_model", stand_in)
+    return calls

@@ -1,13 +1,14 @@
 """predict_ray's checks before Ray starts (no Ray needed): inputs listed as predict lists them, globs, refused
-inputs and options, and the message when Ray is not installed."""
+inputs and options, the message when Ray is not installed, and the model its actors load."""
 from __future__ import annotations
 
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from batch_synth import write_scenes
+from batch_synth import StopLoading, record_create_model, write_scenes
 from ppyoloe_sod.batch import predict_ray
 from ppyoloe_sod.batch.ray_predict import NO_PAGE, request_rows, run_predict_ray
 from ppyoloe_sod.config import load_config
@@ -64,3 +65,32 @@ def test_cli_unknown_engine():
     cfg = load_config("configs/PP-YOLOE_plus_SOD-S.yaml", ["Predict.engine=spark", "Predict.input=x.png"])
     with pytest.raises(ConfigError, match="Predict.engine is 'spark'; use local .* or ray"):
         run_predict_ray(cfg)
+
+
+class ActorlessDataset:
+    """A stand-in Ray Dataset whose map_batches only constructs the worker, as each actor does."""
+
+    def map_batches(self, worker, fn_constructor_kwargs, **options):
+        worker(**fn_constructor_kwargs)
+
+
+@pytest.mark.parametrize("run_mode", ["openvino", "onnxruntime", "paddle"])
+def test_ray_actors_load_the_model_predict_loads(run_mode, monkeypatch, tmp_path):
+    """Predict.engine=ray: each actor calls create_model as Global.mode=predict does (Predict.kernel_option.run_mode
+    included: openvino was ignored and onnxruntime ran on use_hpip's own pick)."""
+    from ppyoloe_sod.batch import ray_predict
+    from ppyoloe_sod.infer.predictor import run_predict
+
+    write_scenes(tmp_path, {"x.png": (8, 8)})
+    fake_ray = SimpleNamespace(data=SimpleNamespace(Dataset=ActorlessDataset, ActorPoolStrategy=lambda size: None,
+                                                    from_items=lambda rows: ActorlessDataset()))
+    monkeypatch.setattr(ray_predict, "ensure_ray", lambda: None)
+    monkeypatch.setattr(ray_predict, "import_ray", lambda: fake_ray)
+    calls = record_create_model(monkeypatch)
+    overrides = [f"Predict.input={tmp_path / 'x.png'}", "Global.device=cpu", "Predict.threshold={1: 0.4}",
+                 f"Predict.kernel_option.run_mode={run_mode}", f"Global.output={tmp_path / 'out'}"]
+    for engine in ("local", "ray"):
+        with pytest.raises(StopLoading):
+            run_predict(load_config("configs/PP-YOLOE_plus_SOD-S.yaml", [*overrides, f"Predict.engine={engine}"]))
+    assert calls[1] == calls[0]
+    assert calls[0]["use_hpip"] is (run_mode != "paddle") and calls[0]["threshold"] == {1: 0.4}

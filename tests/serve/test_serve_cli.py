@@ -30,11 +30,32 @@ def test_settings_are_predict_s_model_keys_and_the_serve_section() -> None:
                                "Predict.threshold={2: 0.3}", "Predict.kernel_option.run_mode=onnxruntime",
                                "Serve.port=9000", "Serve.max_batch_size=4", "Serve.workers=2"])
     settings = ServeSettings.from_config(cfg)
-    assert (settings.model, settings.model_dir, settings.device) == ("PP-YOLOE_plus_SOD-S", "w.safetensors", "cpu")
-    assert settings.threshold == {2: 0.3} and settings.use_hpip is True and settings.max_pixels == 178_956_970
+    assert settings.predictor == {"model_name": "PP-YOLOE_plus_SOD-S", "model_dir": "w.safetensors", "device": "cpu",
+                                  "threshold": {2: 0.3}, "use_hpip": True, "max_pixels": 178_956_970,
+                                  "hpi_config": {"backend": "onnxruntime"}}
     assert (settings.serve.port, settings.serve.max_batch_size, settings.serve.workers) == (9000, 4, 2)
     assert settings.torch_threads == max(1, (os.cpu_count() or 1) // 2)  # the cores shared by the workers
     assert ServeSettings.from_json(settings.to_json()) == settings  # as the worker processes receive them
+
+
+@pytest.mark.parametrize("run_mode", ["openvino", "onnxruntime", "paddle"])
+def test_each_server_process_loads_the_model_predict_loads(run_mode, monkeypatch, tmp_path) -> None:
+    """A server process (its settings through JSON, as Serve.workers > 1 hands them) calls create_model as
+    Global.mode=predict does, Predict.kernel_option.run_mode included (openvino was ignored and onnxruntime ran
+    on use_hpip's own pick)."""
+    from batch.batch_synth import StopLoading, record_create_model
+    from ppyoloe_sod.infer.predictor import run_predict
+    from ppyoloe_sod.serve import load_predictor
+
+    calls = record_create_model(monkeypatch)
+    cfg = load_config(CONFIG, ["Global.device=cpu", "Predict.threshold={1: 0.4}", f"Predict.input={tmp_path}",
+                               f"Predict.kernel_option.run_mode={run_mode}"])
+    with pytest.raises(StopLoading):
+        run_predict(cfg)
+    with pytest.raises(StopLoading):
+        load_predictor(ServeSettings.from_json(ServeSettings.from_config(cfg).to_json()))
+    assert calls[1] == calls[0]
+    assert calls[0]["use_hpip"] is (run_mode != "paddle") and calls[0]["threshold"] == {1: 0.4}
 
 
 @pytest.mark.parametrize("override, message", [
