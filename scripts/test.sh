@@ -48,6 +48,16 @@ if ! command -v chromium >/dev/null 2>&1 && [ -z "${PPYOLOE_SOD_CHROMIUM:-}" ]; 
   fi
 fi
 
+# The Spark batch test runs a local Spark, whose JVM needs Java (17 for Spark 4): Debian's default-jre-headless,
+# installed the same way when missing; otherwise those tests skip and say how to install it.
+if ! command -v java >/dev/null 2>&1 && [ -z "${JAVA_HOME:-}" ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless >/dev/null
+  else
+    echo "note: Java is not installed; the Spark batch tests will skip (apt-get install default-jre-headless)" >&2
+  fi
+fi
+
 # PaddleX 3.7.2 (end-to-end oracle) pins its own dependencies, so it lives in a venv of its own, kept outside the
 # checkout so that clean clones reuse it. The venv is named after a hash of its exact requirement list: changing
 # the list builds a new one instead of reusing a stale one.

@@ -1,4 +1,4 @@
-"""Fixtures of the Ray batch-inference tests: one local Ray for the whole module, and a small model folder.
+"""Fixtures of the batch-inference tests: one local Ray (or Spark) for the whole module, and a small model folder.
 
 Ray starts slowly on two loaded cores, so it is started once per module (``ray.init(num_cpus=2)``; at most
 two one-CPU actors, so no actor waits for a CPU that does not exist) and shut down at its end.
@@ -30,3 +30,16 @@ def local_ray():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def local_spark_session():
+    """A local Spark (local[2], started as ``predict_spark`` starts it), stopped after the module; skipped with
+    the reason when no Java runtime is installed (scripts/test.sh installs one when it may)."""
+    from ppyoloe_sod.batch.spark_predict import JAVA_INSTALL, java_available, local_spark
+
+    if not java_available():
+        pytest.skip(f"Spark needs Java and none was found: {JAVA_INSTALL}")
+    spark = local_spark("local[2]")
+    yield spark
+    spark.stop()
