@@ -63,7 +63,8 @@ class Trainer:
         spec = net.spec
         schedule = WarmupCosine.for_training(base_lr, iters_per_epoch, max_epochs=cosine_epochs,
                                              warmup_iters=warmup_iters)
-        scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+        # PaddleDetection's init_loss_scaling (1024): torch's 65536 overflowed and skipped the first steps on the H200
+        scaler = torch.amp.GradScaler("cuda", init_scale=1024.0) if amp_dtype == torch.float16 else None
         return cls(model=model, net=net, criterion=DetectionLoss(spec.num_classes, spec.arch.reg_range).to(device),
                    optimizer=build_optimizer(net, base_lr), schedule=schedule, ema=ModelEMA(net, ema_decay),
                    device=device, amp_dtype=amp_dtype, channels_last=channels_last, scaler=scaler,
