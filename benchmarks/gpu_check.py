@@ -10,8 +10,12 @@ datasets from tests/train/train_synth.py). Without a GPU it
 prints "no GPU: nothing measured", writes that to DIR and exits 0. Runs on torch 2.4 or later.
 
 Checks (each with its tolerance; exit code 1 if one fails):
-  - CUDA float32 (TF32 off) against the CPU on the same weights and input: scores within 1e-3, DFL logits within
-    1e-3 of their spread (different convolution algorithms; the CPU parity tests use tighter ones);
+  - CUDA float32 (TF32 off) against the CPU on the same weights and input: the largest score and DFL-logit
+    differences within 4x what float32 rounding alone costs on the CPU (CPU float32 against CPU float64, the
+    yardstick; at least 1e-4 / 1e-5 of the logits' spread). A fixed bound did not fit: on an H200 S at 640 was
+    2e-5 off, L 1.3e-3 and largesize-L at 1920 2.4e-3, while in float64 CUDA and CPU agreed to 1e-6 (S) and
+    1.4e-5 (L), what remains there being the 1-ulp (6e-8) CUDA/CPU difference of the float32 sin/cos position
+    embedding carried through the transformer;
   - the fixed-shape GPU NMS (``infer.gpu_fast.static_postprocess``) against ``boxes.postprocess``: identical rows;
   - no host synchronisation inside it (``torch.cuda.set_sync_debug_mode('error')``) and CUDA graph capture of
     network + decode + NMS (a capture fails on any synchronisation);
@@ -50,8 +54,9 @@ from gpu_train_check import guarded  # noqa: E402
 from timing import timed  # noqa: E402
 
 NO_GPU = "no GPU: nothing measured"
-SCORE_TOLERANCE = 1e-3  # CUDA vs CPU float32, max |sigmoid difference|
-REG_TOLERANCE = 1e-3  # CUDA vs CPU float32, max |DFL logit difference| / their spread
+ROUNDING_FACTOR = 4  # CUDA vs CPU float32 may differ by this many times CPU float32 vs CPU float64
+SCORE_FLOOR = 1e-4  # ... and at least this much (max |sigmoid difference|)
+REG_FLOOR = 1e-5  # ... (max |DFL logit difference| / their spread)
 
 
 # ------------------------------------------------------------------------------ synthetic weights and input
@@ -189,13 +194,25 @@ def check_cuda_vs_cpu(detector: Any, device: torch.device, x: torch.Tensor) -> d
     with torch.no_grad():
         ref = cpu_model(x.cpu())
         got = detector(x.to(device))
-    score_diff = float((got.cls_logits.sigmoid().cpu() - ref.cls_logits.sigmoid()).abs().max())
+        exact = cpu_model.double()(x.cpu().double())
+
+    def score_gap(a: Any, b: Any) -> float:
+        return float((a.cls_logits.double().sigmoid().cpu() - b.cls_logits.double().sigmoid().cpu()).abs().max())
+
     spread = float(ref.reg_logits.max() - ref.reg_logits.min())
-    reg_diff = float((got.reg_logits.cpu() - ref.reg_logits).abs().max()) / max(spread, 1e-12)
+
+    def reg_gap(a: Any, b: Any) -> float:
+        return float((a.reg_logits.double().cpu() - b.reg_logits.double().cpu()).abs().max()) / max(spread, 1e-12)
+
+    score_tol = max(SCORE_FLOOR, ROUNDING_FACTOR * score_gap(ref, exact))
+    reg_tol = max(REG_FLOOR, ROUNDING_FACTOR * reg_gap(ref, exact))
+    score_diff, reg_diff = score_gap(got, ref), reg_gap(got, ref)
     return {"name": f"CUDA float32 (TF32 off) vs CPU float32, same weights, {tuple(x.shape)}",
             "max_score_diff": score_diff, "max_reg_diff_over_spread": reg_diff,
-            "tolerance": f"scores {SCORE_TOLERANCE}, DFL logits {REG_TOLERANCE} of their spread",
-            "passed": score_diff <= SCORE_TOLERANCE and reg_diff <= REG_TOLERANCE}
+            "cpu_float32_vs_float64": {"score": score_gap(ref, exact), "reg_over_spread": reg_gap(ref, exact)},
+            "tolerance": f"scores {score_tol:.3g}, DFL logits {reg_tol:.3g} of their spread ({ROUNDING_FACTOR}x "
+                         "the CPU's own float32 rounding)",
+            "passed": score_diff <= score_tol and reg_diff <= reg_tol}
 
 
 def check_static_nms(detector: Any, device: torch.device, x: torch.Tensor, sf: torch.Tensor) -> dict[str, Any]:

@@ -6,9 +6,11 @@ Called by gpu_check.py (one script, one report); it can also run alone:
 
 Checks (exit code 1 if one fails):
   - training steps with ``Train.amp`` bf16 and fp16 (channels-last, GradScaler for fp16) from the same initial
-    weights on the same batches as a float32 run (TF32 off): every loss finite; the first step's loss (same
-    weights, so only the arithmetic differs) within 2% of float32's, the last within 10% (the weights have
-    diverged by then through the optimizer, so the bound is looser, and it is reported step by step);
+    weights on the same batches as a float32 run (TF32 off): every loss finite, no step skipped by the loss
+    scaler among the first three, and the losses of the first three steps within 2% of float32's (the warmup
+    starts at LR 0, so steps 1-2 see the initial weights and step 3 the first update). Later steps are reported,
+    not judged: a randomly initialised network's trajectory is chaotic (bf16 was 40% off float32 by step 8 on
+    an H200 while within 1% for six steps), and GradScaler may skip steps on overflow (counted);
   - two DDP ranks on one GPU with gloo (NCCL refuses two ranks on one device) through the product's own
     ``train_process``: SyncBatchNorm in the model, both ranks end with identical parameters and buffers;
   - one process through ``train_process`` with ``Train.amp=bf16`` on the GPU: epochs, a mid-epoch checkpoint,
@@ -38,8 +40,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "train"))
 from train_synth import draw_image, make_dataset, tiny_spec  # noqa: E402
 
-FIRST_STEP_TOLERANCE = 0.02  # |loss - fp32 loss| / fp32 loss at the first step (same weights)
-LAST_STEP_TOLERANCE = 0.10  # the same after the last step (weights diverged through SGD)
+FIRST_STEPS_TOLERANCE = 0.02  # |loss - fp32 loss| / fp32 loss over the first JUDGED_STEPS steps
+JUDGED_STEPS = 3
 MODES = (("fp32 (TF32 off, the reference)", "off", False, False),
          ("fp32 (TF32 on, PyTorch's conv default)", "off", False, True),
          ("AMP bf16 + channels-last", "bf16", True, True),
@@ -83,17 +85,23 @@ def run_mode(model_name: str, device: torch.device, batches: list[dict[str, torc
     net = build_model(model_name)  # random initialisation; LR 0.002 keeps its first steps well-conditioned
     trainer = Trainer.build(net, base_lr=0.002, iters_per_epoch=len(batches), device=device, warmup_iters=2,
                             amp=amp, channels_last=channels_last)
-    losses, times = [], []
+    losses, times, skipped = [], [], []
+    probe = next(iter(trainer.net.parameters()))
     for i, batch in enumerate(batches):
+        before = probe.detach().clone()
+        lr_zero = trainer.schedule.apply(trainer.optimizer, i) == 0
         _sync(device)
         t0 = time.perf_counter()
         stats = trainer.step(batch, i)
         _sync(device)
         times.append(time.perf_counter() - t0)
         losses.append(stats["loss"])
+        if not lr_zero and torch.equal(before, probe.detach()):
+            skipped.append(i + 1)  # the loss scaler found inf/NaN gradients and left the weights as they were
     timed = times[2:] if len(times) > 3 else times  # the first steps pick cuDNN algorithms
     step_s = float(np.median(timed))
-    return {"losses": losses, "step_ms": step_s * 1000, "images_per_s": batches[0]["images"].shape[0] / step_s,
+    return {"losses": losses, "skipped_steps": skipped,
+            "loss_scale": trainer.scaler.get_scale() if trainer.scaler is not None else None, "step_ms": step_s * 1000, "images_per_s": batches[0]["images"].shape[0] / step_s,
             "amp_dtype": str(trainer.amp_dtype), "channels_last": trainer.channels_last,
             "max_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
 
@@ -120,8 +128,8 @@ def check_amp_steps(model_name: str, device: torch.device, size: int, batch: int
     ref = results.get(MODES[0][0], {}).get("losses")
     check: dict[str, Any] = {"name": f"training steps per mode vs float32 (TF32 off), {steps} steps, batch {batch} "
                                      f"at {size}, same batches and initial weights",
-                             "tolerance": f"all losses finite; step 1 within {FIRST_STEP_TOLERANCE:.0%}, "
-                                          f"step {steps} within {LAST_STEP_TOLERANCE:.0%} of float32"}
+                             "tolerance": f"all losses finite; steps 1-{JUDGED_STEPS} not skipped and within "
+                                          f"{FIRST_STEPS_TOLERANCE:.0%} of float32; later steps reported"}
     passed = ref is not None
     for name, r in results.items():
         if "error" in r:
@@ -131,8 +139,9 @@ def check_amp_steps(model_name: str, device: torch.device, size: int, batch: int
         finite = all(math.isfinite(v) for v in r["losses"])
         rel = [abs(a - b) / abs(b) for a, b in zip(r["losses"], ref or r["losses"])]
         check[name] = {"losses": [round(v, 5) for v in r["losses"]], "rel_diff": [round(v, 5) for v in rel],
-                       "finite": finite}
-        passed &= finite and rel[0] <= FIRST_STEP_TOLERANCE and rel[-1] <= LAST_STEP_TOLERANCE
+                       "finite": finite, "skipped_steps": r["skipped_steps"], "final_loss_scale": r["loss_scale"]}
+        passed &= (finite and max(rel[:JUDGED_STEPS]) <= FIRST_STEPS_TOLERANCE
+                   and not [i for i in r["skipped_steps"] if i <= JUDGED_STEPS])
     check["passed"] = passed
     return check, rows
 
