@@ -116,6 +116,7 @@ def check_amp_steps(model_name: str, device: torch.device, size: int, batch: int
             rows.append({"mode": name, "skipped": "AMP training runs on CUDA only"})
             continue
         if device.type == "cuda":
+            torch.cuda.init()  # reset_peak_memory_stats before any allocation: "Invalid device argument"
             torch.cuda.reset_peak_memory_stats(device)
         try:
             results[name] = r = run_mode(model_name, device, batches, amp, channels_last, tf32)
