@@ -150,7 +150,7 @@ def _cpu_amp_dtype(mode: str) -> torch.dtype | None:
     if mode == "auto":
         if supported:
             log.info("Train.amp=auto trains in float32 on the CPU; this CPU runs bf16 natively (%s): %s trains in "
-                     "bf16 autocast, faster, with losses under 1%% off", why,
+                     "bf16 autocast, usually faster, with losses under 1%% off", why,
                      hint(python="TrainConfig(amp='bf16')", cli="-o Train.amp=bf16"))
         return None
     off = hint(python="TrainConfig(amp='off')", cli="-o Train.amp=off")
