@@ -100,9 +100,9 @@ class TrainConfig:
     num_workers: int = key(2, "data-loading worker processes (0: load in the training process)", ours=True)
     amp: str = key("auto", "mixed precision: " + ", ".join(AMP_MODES) + ". CUDA: auto is bf16 where the GPU has "
                            "it, else fp16. CPU: bf16 trains in bf16 autocast where the CPU runs it natively (AMX-BF16 "
-                           "or AVX512-BF16; SOD-S on an idle AMX Xeon: 1.4-1.8x faster on 1-2 threads, 0.9-1.4x on 8-16, "
-                           "a step's loss moves under 1%) and is refused elsewhere; auto stays float32 (the same "
-                           "numbers on every CPU); fp16 is CUDA only", ours=True)
+                           "or AVX512-BF16; SOD-S on an idle AMX Xeon: 1.4-1.8x faster on 1-2 threads, 0.9-1.4x on "
+                           "8-16, a step's loss moves under 1%) and is refused elsewhere; auto stays float32 (the "
+                           "same numbers on every CPU); fp16 is CUDA only", ours=True)
     channels_last: bool | None = key(None, "channels-last memory layout; null: on where mixed precision runs",
                                      ours=True)
     eval_batch_size: int = key(1, "batch size of the evaluations during training", ours=True)
