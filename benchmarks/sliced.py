@@ -17,12 +17,10 @@ batched run against SAHI's (batches of another size can move a float's last bit 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
@@ -39,6 +37,7 @@ from ppyoloe_sod.infer.predictor import DetPredictor  # noqa: E402
 from ppyoloe_sod.infer.slicing import SliceConfig, slice_grid  # noqa: E402
 from ppyoloe_sod.models import build_model  # noqa: E402
 from ppyoloe_sod.zoo import get_spec  # noqa: E402
+from timing import interleaved  # noqa: E402
 
 THRESHOLD = 0.5  # predict's default
 IMAGES = {"1920x1080": (1080, 1920), "4000x3000": (3000, 4000)}
@@ -80,18 +79,6 @@ def sahi_rows(theirs: list, height: int, width: int) -> np.ndarray:
     out[:, 2:] = np.clip(out[:, 2:], 0, np.array([width, height, width, height], np.float32))
     out = out[(out[:, 4] > out[:, 2]) & (out[:, 5] > out[:, 3])]
     return out[np.lexsort(out.T[::-1])]
-
-
-def interleaved(fns: dict[str, Callable[[], object]], runs: int) -> tuple[dict[str, float], dict[str, object]]:
-    """(median seconds, last output) of each function, after one untimed call each, timed in turn ``runs`` times."""
-    outputs = {name: fn() for name, fn in fns.items()}
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(runs):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            outputs[name] = fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}, outputs
 
 
 def bench_slicing(predictor: DetPredictor, args: argparse.Namespace) -> None:

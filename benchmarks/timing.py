@@ -1,4 +1,5 @@
-"""Wall-clock timing shared by the benchmarks: warm-up calls, then the median of repeated calls."""
+"""Wall-clock timing shared by the benchmarks: warm-up calls, then the median of repeated calls (of one function,
+or of several timed in turn so that a change of machine load falls on all of them)."""
 from __future__ import annotations
 
 import statistics
@@ -16,3 +17,15 @@ def timed(fn: Callable[[], object], runs: int, warmup: int = 1) -> tuple[float, 
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times), times
+
+
+def interleaved(fns: dict[str, Callable[[], object]], runs: int) -> tuple[dict[str, float], dict[str, object]]:
+    """(median seconds, last output) of each function, after one untimed call each, timed in turn ``runs`` times."""
+    outputs = {name: fn() for name, fn in fns.items()}
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(runs):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            outputs[name] = fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}, outputs
