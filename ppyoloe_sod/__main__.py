@@ -9,6 +9,7 @@ import argparse
 import importlib
 import importlib.util
 import logging
+import os
 import sys
 import textwrap
 from typing import Any, Callable, Sequence
@@ -143,7 +144,20 @@ def dispatch(cfg: Config) -> int:
     return 0
 
 
+def set_openmp_defaults() -> None:
+    """``OMP_WAIT_POLICY=PASSIVE`` unless the user set a policy, before torch loads libgomp.
+
+    libgomp's threads otherwise spin at every barrier; when another process holds a core they stall each parallel
+    region until rescheduled: SOD-S at 640 on 2 threads of a shared 2-core machine took 4.2 s per image instead of
+    0.5 s (docs/PERFORMANCE.md, "OMP_WAIT_POLICY", has the idle-machine cost). Too late once torch is imported
+    (``main`` called from a program that already uses torch): then nothing is changed.
+    """
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def main(argv: list[str] | None = None) -> int:
+    set_openmp_defaults()
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["serve"]:  # `ppyoloe-sod serve -c CONFIG ...` is `... -o Global.mode=serve`
         argv = [*argv[1:], "-o", "Global.mode=serve"]
