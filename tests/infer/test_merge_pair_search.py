@@ -112,8 +112,8 @@ def spread_rows(boxes: int, seed: int = 0) -> np.ndarray:
         copies = []
         for _ in range(int(g.integers(1, 7))):
             j = g.integers(-12, 13, 4) / 4
-            copies.append([0, g.integers(1, 40) / 40, cx + j[0], cy + j[1], cx + j[0] + w + j[2],
-                           cy + j[1] + h + j[3]])
+            x1, y1 = max(0.0, cx + j[0]), max(0.0, cy + j[1])  # SAHI's predictions clip at 0
+            copies.append([0, g.integers(1, 40) / 40, x1, y1, x1 + w + j[2], y1 + h + j[3]])
         objects.append(copies)
     return np.array([r for o in objects for r in o][:boxes], dtype=np.float32)
 
