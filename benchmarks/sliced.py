@@ -1,18 +1,23 @@
-"""Sliced inference speed: our batched slices, our slices one at a time, and SAHI's get_sliced_prediction driving the
-same predictor (tests/infer/test_sahi_wrapper.py's DetectionModel wrapper, SAHI's default batch of 1), in one run on
-the same backend and threads; then video throughput (predict over a generated clip, frames per second).
+"""Sliced inference speed: our slices in batches (the device's default size, and 8), one at a time, and SAHI's
+get_sliced_prediction driving the same predictor (tests/infer/test_sahi_wrapper.py's DetectionModel wrapper, SAHI's
+default batch of 1), in one run on the same backend and threads; the merge alone against SAHI's postprocess on many
+boxes; then video throughput (predict over a generated clip, frames per second).
 
-    python benchmarks/sliced.py [--runs 3] [--threads N] [--input-size 640] [--slice 640] [--batch 8]
+    python benchmarks/sliced.py [--runs 3] [--threads N] [--input-size 640] [--slice 640] [--batch N]
+                                [--images 1920x1080,4000x3000] [--merge-boxes 2000,24000]
                                 [--video-frames 60] [--video-size 1280x720] [--device cpu]
 
 The network is SOD-S with random weights (calibrated to give a detector's number of boxes: see
 tests/infer/infer_synth.py), fused as create_model runs it. Its time does not depend on the weights' values; the
 merge's does, through the number of boxes (printed). Images are generated street-like scenes of 1920x1080 and
-4000x3000. All three ways merge with SAHI's preset (greedynmm, ios 0.5, a full-image pass too) at predict's default
-score threshold, 0.5. Printed: median seconds per image (the three ways timed in turn, run after run, so that a load
-changing over time weighs on each alike), each way's time over the batched time (above 1: slower than batched),
-whether one-by-one slicing gave exactly SAHI's boxes (clipped to the image, as predict clips), and the boxes of the
-batched run against SAHI's (batches of another size can move a float's last bit and, rarely, a merge decision).
+4000x3000. All ways merge with SAHI's preset (greedynmm, ios 0.5, a full-image pass too) at predict's default
+score threshold, 0.5. Printed: median seconds per image (the ways timed in turn, run after run, so that a load
+changing over time weighs on each alike), SAHI's time over each of ours (above 1: ours is faster), whether
+one-by-one slicing gave exactly SAHI's boxes (clipped to the image, as predict clips), and the boxes of the
+default-batch run against SAHI's (batches of another size can move a float's last bit and, rarely, a merge
+decision). The merge rows: one class of slice-like boxes spread over a 4000x3000 image
+(tests/infer/test_merge_pair_search.py's ``spread_rows``), our sahi_merge against SAHI's GreedyNMMPostprocess
+(numpy backend, which switches to its STRtree path from 2000 boxes), same result checked.
 """
 from __future__ import annotations
 
@@ -34,13 +39,13 @@ from infer_synth import MODEL, randomize_detector, scene  # noqa: E402
 from ppyoloe_sod.device import resolve_device  # noqa: E402
 from ppyoloe_sod.infer.backends import TorchBackend  # noqa: E402
 from ppyoloe_sod.infer.predictor import DetPredictor  # noqa: E402
-from ppyoloe_sod.infer.slicing import SliceConfig, slice_grid  # noqa: E402
+from ppyoloe_sod.infer.merge import sahi_merge  # noqa: E402
+from ppyoloe_sod.infer.slicing import SliceConfig, default_batch_size, slice_grid  # noqa: E402
 from ppyoloe_sod.models import build_model  # noqa: E402
 from ppyoloe_sod.zoo import get_spec  # noqa: E402
 from timing import interleaved  # noqa: E402
 
 THRESHOLD = 0.5  # predict's default
-IMAGES = {"1920x1080": (1080, 1920), "4000x3000": (3000, 4000)}
 
 
 def make_predictor(input_size: int, device: torch.device) -> DetPredictor:
@@ -82,23 +87,42 @@ def sahi_rows(theirs: list, height: int, width: int) -> np.ndarray:
 
 
 def bench_slicing(predictor: DetPredictor, args: argparse.Namespace) -> None:
-    batched = SliceConfig(size=args.slice, batch_size=args.batch)
-    single = SliceConfig(size=args.slice, batch_size=1)
-    sahi = sahi_runner(predictor, batched)
-    print(f"{'image':10s} {'forwards':>8s} {'batched s':>10s} {'one-by-one s':>13s} {'SAHI s':>8s} "
-          f"{'one-by-one/batched':>19s} {'SAHI/batched':>13s}  one-by-one = SAHI  boxes batched / SAHI")
-    for name, (h, w) in IMAGES.items():
+    default = args.batch or default_batch_size(predictor.backend.device)
+    configs = {f"batch {b}": SliceConfig(size=args.slice, batch_size=b) for b in dict.fromkeys((default, 8, 1))}
+    sahi = sahi_runner(predictor, configs[f"batch {default}"])
+    print(f"{'image':10s} {'forwards':>8s} " + " ".join(f"{name + ' s':>10s}" for name in configs) +
+          f" {'SAHI s':>8s} " + " ".join(f"{'SAHI/' + name:>12s}" for name in configs) +
+          f"  batch 1 = SAHI  boxes batch {default} / SAHI")
+    for name in args.images.split(","):
+        w, h = (int(v) for v in name.split("x"))
         image = scene(h, w, seed=1)
-        t, out = interleaved({
-            "batched": lambda: next(iter(predictor.predict(image, slice=batched))).boxes,
-            "single": lambda: next(iter(predictor.predict(image, slice=single))).boxes,
-            "sahi": lambda: sahi(image)}, args.runs)
+        ways = {way: (lambda c=cfg: next(iter(predictor.predict(image, slice=c))).boxes)
+                for way, cfg in configs.items()}
+        t, out = interleaved({**ways, "sahi": lambda: sahi(image)}, args.runs)
         expected = sahi_rows(out["sahi"], h, w)
-        exact = np.array_equal(rows(out["single"]), expected)
-        n = len(slice_grid(h, w, batched)) + 1
-        print(f"{name:10s} {n:8d} {t['batched']:10.2f} {t['single']:13.2f} {t['sahi']:8.2f} "
-              f"{t['single'] / t['batched']:19.2f} {t['sahi'] / t['batched']:13.2f}  {str(exact):17s}  "
-              f"{len(out['batched'])} / {len(expected)}")
+        exact = np.array_equal(rows(out["batch 1"]), expected)
+        n = len(slice_grid(h, w, configs["batch 1"])) + 1
+        print(f"{name:10s} {n:8d} " + " ".join(f"{t[way]:10.2f}" for way in configs) + f" {t['sahi']:8.2f} " +
+              " ".join(f"{t['sahi'] / t[way]:12.2f}" for way in configs) +
+              f"  {str(exact):14s}  {len(out[f'batch {default}'])} / {len(expected)}")
+
+
+def bench_merge(args: argparse.Namespace) -> None:
+    from sahi.postprocess import backends as sahi_backends
+    from sahi.postprocess.combine import GreedyNMMPostprocess
+    from test_merge_pair_search import spread_rows
+    from test_slice_merge_parity import from_sahi, to_sahi
+
+    sahi_backends.set_postprocess_backend("numpy")
+    post = GreedyNMMPostprocess(match_threshold=0.5, match_metric="IOS", class_agnostic=False)
+    for boxes in (int(v) for v in args.merge_boxes.split(",")):
+        dets = spread_rows(boxes)
+        fresh = [to_sahi(dets) for _ in range(args.runs + 1)]  # SAHI's merge changes the predictions it merges
+        t, out = interleaved({"ours": lambda: sahi_merge(torch.from_numpy(dets), "greedynmm", "ios", 0.5),
+                              "sahi": lambda: from_sahi(post(fresh.pop()))}, args.runs)
+        same = np.array_equal(out["ours"].numpy().astype(np.float64), out["sahi"])
+        print(f"merge greedynmm, {boxes} boxes in one class: ours {t['ours']:.3f} s, SAHI's postprocess "
+              f"{t['sahi']:.3f} s (SAHI/ours {t['sahi'] / t['ours']:.1f}), same result: {same}")
 
 
 def bench_video(predictor: DetPredictor, args: argparse.Namespace) -> None:
@@ -110,7 +134,7 @@ def bench_video(predictor: DetPredictor, args: argparse.Namespace) -> None:
         for i in range(args.video_frames):
             writer.write(np.roll(background, 4 * i, axis=1))  # a panning view
         writer.release()
-        for batch in (1, args.batch):
+        for batch in dict.fromkeys((1, args.batch or default_batch_size(predictor.backend.device))):
             start = time.perf_counter()
             frames = sum(1 for _ in predictor.predict(clip, batch_size=batch))
             seconds = time.perf_counter() - start
@@ -124,7 +148,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--input-size", type=int, default=640, help="network input (the model's is 640)")
     ap.add_argument("--slice", type=int, default=640)
-    ap.add_argument("--batch", type=int, default=8, help="slices (and video frames) per forward, batched")
+    ap.add_argument("--batch", type=int, default=None,
+                    help="slices (and video frames) per forward, batched (default: the device's, as predict)")
+    ap.add_argument("--images", default="1920x1080,4000x3000", help="generated images to slice, WxH,...")
+    ap.add_argument("--merge-boxes", default="2000,24000", help="boxes per merge timing, comma-separated")
     ap.add_argument("--video-frames", type=int, default=60)
     ap.add_argument("--video-size", default="1280x720")
     ap.add_argument("--device", default="cpu")
@@ -134,6 +161,7 @@ def main() -> None:
     print(f"SOD-S (random weights, fused) at {args.input_size}, {args.device}, {torch.get_num_threads()} threads, "
           f"slices {args.slice} overlap 0.2, median of {args.runs} runs")
     bench_slicing(predictor, args)
+    bench_merge(args)
     bench_video(predictor, args)
 
 

@@ -159,7 +159,8 @@ class SliceSection:
     class_agnostic: bool | None = key(None, "merge boxes of different classes too; null: false", ours=True)
     standard_pred: bool | None = key(None, "also detect on the whole image and merge that in; null: true (sahi), "
                                            "false (ppdet)", ours=True)
-    batch_size: int = key(8, "slices per forward", ours=True)
+    batch_size: int | None = key(None, "slices per forward; null: 2 on a CPU (bigger batches spill its caches), 8 "
+                                          "on a GPU", ours=True)
 
 
 @dataclass

@@ -219,7 +219,8 @@ class DetPredictor:
             height, width = image.shape[:2]
             _note_small_image(height, width, cfg)
             progress = len(slice_grid(height, width, cfg)) >= PROGRESS_MIN_SLICES
-            out.append(sliced_detect(detect_above_threshold, image, cfg, progress=progress))
+            out.append(sliced_detect(detect_above_threshold, image, cfg, progress=progress,
+                                     device=getattr(self.backend, "device", "cpu")))
         return out
 
     def predict(self, input: Any, batch_size: int = 1, threshold: Threshold = None,

@@ -46,7 +46,12 @@ PRESETS: dict[str, dict[str, Any]] = {
                   class_agnostic=False, standard_pred=False),
 }
 MERGE_METHODS = {"sahi": SAHI_METHODS, "ppdet": PPDET_METHODS}
-DEFAULT_BATCH_SIZE = 8
+# Slices per forward when SliceConfig.batch_size is None. On a CPU a batch of 8 slices of 640x640 outgrows the
+# caches: convolutions run ~1.4x and SiLU ~2x slower per slice than one at a time, while one at a time loses on
+# per-forward work (max pooling). SOD-S, 2 threads, 8 slices through the network: 1.9 s in batches of 2, 2.3 s in
+# batches of 8 or one by one (benchmarks/sliced.py, 1920x1080: 2.2 s, 2.4 s, 2.7 s). GPUs gain from big batches.
+CPU_BATCH_SIZE = 2
+ACCELERATOR_BATCH_SIZE = 8
 LOW_THRESHOLD = 0.1  # SAHI's LOW_MODEL_CONFIDENCE: below it, SAHI switches greedynmm/nmm to nms/iou
 GROWING_MERGES = ("greedynmm", "nmm")
 
@@ -74,7 +79,8 @@ class SliceConfig:
     """How to slice and merge. Fields left None take the preset's value (see the module docstring).
 
     ``size`` and ``overlap`` are one value or a (height, width) pair; names are case-insensitive ("GREEDYNMM",
-    "IOS" as SAHI writes them work). ``batch_size`` slices go through the network per forward.
+    "IOS" as SAHI writes them work). ``batch_size`` slices go through the network per forward (None: the
+    device's default, ``default_batch_size``).
     """
 
     preset: str = "sahi"
@@ -85,7 +91,7 @@ class SliceConfig:
     match_threshold: float | None = None
     class_agnostic: bool | None = None
     standard_pred: bool | None = None
-    batch_size: int = DEFAULT_BATCH_SIZE
+    batch_size: int | None = None
 
     def __post_init__(self) -> None:
         preset = _choice(self.preset, "preset", tuple(PRESETS))
@@ -103,8 +109,10 @@ class SliceConfig:
         for name in ("class_agnostic", "standard_pred"):
             if not isinstance(values[name], bool):
                 raise ConfigError(f"slice {name} must be true or false, got {values[name]!r}.")
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ConfigError(f"slice batch_size must be a positive integer, got {self.batch_size!r}.")
+        if self.batch_size is not None and (isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int)
+                                            or self.batch_size < 1):
+            raise ConfigError(f"slice batch_size must be a positive integer (or null: the device's default), got "
+                              f"{self.batch_size!r}.")
         for name, value in values.items():
             object.__setattr__(self, name, value)
 
@@ -149,6 +157,11 @@ def low_threshold_warning(cfg: SliceConfig, lowest_threshold: float) -> str | No
     return (f"slice merge {cfg.merge!r} with a score threshold of {lowest_threshold:g} (under {LOW_THRESHOLD}): "
             f"merging many low-score boxes grows boxes; SAHI would switch to merge 'nms' with match_metric 'iou' "
             f"here, which you can set yourself. Kept as asked.")
+
+
+def default_batch_size(device: torch.device | str) -> int:
+    """Slices per forward on ``device`` when the config leaves it to us: small on a CPU (see CPU_BATCH_SIZE)."""
+    return CPU_BATCH_SIZE if torch.device(device).type == "cpu" else ACCELERATOR_BATCH_SIZE
 
 
 def _axis_starts(length: int, size: int, overlap: float) -> list[int]:
@@ -214,13 +227,14 @@ def _to_image(dets: Detections, box: Box, image_h: int, image_w: int, preset: st
 
 
 def sliced_detect(detect_batch: DetectBatch, image_bgr: np.ndarray, cfg: SliceConfig,
-                  progress: bool = False) -> Detections:
+                  progress: bool = False, device: torch.device | str = "cpu") -> Detections:
     """Detect on the slices of one image and merge: rows [M, 6] in image pixels, float32.
 
     ``detect_batch(list of BGR images) -> list of rows [N, 6]`` in each image's pixels (``DetPredictor.detect_batch``,
     or a wrapper dropping rows below a score threshold first, as SAHI's model does before merging). The slices,
     then the full image when ``cfg.standard_pred`` and there is more than one slice (SAHI), go through it
-    ``cfg.batch_size`` at a time. The result is a numpy array, or a tensor on their device if it returns tensors.
+    ``cfg.batch_size`` at a time (None: ``default_batch_size(device)``, ``device`` being where the network runs).
+    The result is a numpy array, or a tensor on their device if it returns tensors.
     """
     if not isinstance(image_bgr, np.ndarray) or image_bgr.ndim != 3:
         raise ValueError(f"image_bgr must be an HxWx3 numpy array, got {type(image_bgr).__name__} "
@@ -231,9 +245,10 @@ def sliced_detect(detect_batch: DetectBatch, image_bgr: np.ndarray, cfg: SliceCo
         boxes.append((0, 0, image_w, image_h))
     parts: list[torch.Tensor] = []
     returned_numpy = True
-    starts = range(0, len(boxes), cfg.batch_size)
+    batch_size = cfg.batch_size or default_batch_size(device)
+    starts = range(0, len(boxes), batch_size)
     for start in tqdm(starts, desc="slices", unit="batch", disable=not progress):
-        chunk = boxes[start:start + cfg.batch_size]
+        chunk = boxes[start:start + batch_size]
         crops = [np.ascontiguousarray(image_bgr[y1:y2, x1:x2]) for x1, y1, x2, y2 in chunk]
         results = detect_batch(crops)
         if len(results) != len(crops):

@@ -161,3 +161,16 @@ def test_config_help_states_the_presets_defaults():
             text = str(value[0]) if isinstance(value, tuple) else str(value).lower()
             assert text in helps[name], (name, preset, text)
     assert SliceSection().batch_size == SliceConfig().batch_size
+
+
+@pytest.mark.parametrize("device,batch", [("cpu", 2), ("cuda", 8)])
+def test_predict_slices_in_batches_the_backends_device_suits(blind_predictor, device, batch):
+    """predict passes where its network runs: CPUs get the small default batch, GPUs the big one."""
+    from types import SimpleNamespace
+
+    calls = []
+    blind_predictor.backend = SimpleNamespace(device=device)
+    blind_predictor.detect_batch = lambda images: calls.append(len(images)) or [np.zeros((0, 6), np.float32)
+                                                                                for _ in images]
+    next(iter(blind_predictor.predict(np.zeros((300, 500, 3), np.uint8), slice=dict(size=100, overlap=0.0))))
+    assert calls[0] == batch and sum(calls) == 15 + 1

@@ -19,7 +19,7 @@ LOCAL_BOX = [10.0, 20.0, 30.0, 40.0]
 def test_presets_fill_each_tools_defaults():
     sahi = SliceConfig()
     assert (sahi.size, sahi.overlap, sahi.merge, sahi.match_metric, sahi.match_threshold, sahi.class_agnostic,
-            sahi.standard_pred, sahi.batch_size) == ((640, 640), (0.2, 0.2), "greedynmm", "ios", 0.5, False, True, 8)
+            sahi.standard_pred, sahi.batch_size) == ((640, 640), (0.2, 0.2), "greedynmm", "ios", 0.5, False, True, None)
     ppdet = SliceConfig(preset="ppdet")
     assert (ppdet.size, ppdet.overlap, ppdet.merge, ppdet.match_metric, ppdet.match_threshold,
             ppdet.standard_pred) == ((640, 640), (0.25, 0.25), "nms", "ios", 0.6, False)
@@ -129,6 +129,20 @@ def test_slices_go_through_in_batches_then_the_full_image():
     np.testing.assert_array_equal(out, np.array(expected, np.float32))
 
 
+@pytest.mark.parametrize("device,batches", [("cpu", [2, 2, 2, 2, 2, 2, 1]), (torch.device("cuda", 0), [8, 5])])
+def test_default_batch_size_follows_the_device(device, batches):
+    """batch_size None: 2 slices per forward on a CPU (bigger batches of slices run slower per slice there, see
+    CPU_BATCH_SIZE), 8 elsewhere; an explicit size wins on any device. The merged rows do not depend on it."""
+    image = np.zeros((300, 410, 3), np.uint8)
+    results = []
+    for cfg, expected in ((SliceConfig(size=(128, 160), overlap=(0.2, 0.25)), batches),
+                          (SliceConfig(size=(128, 160), overlap=(0.2, 0.25), batch_size=5), [5, 5, 3])):
+        detect = ScriptedDetect(rows_for=lambda i: [[0, 0.5 + i / 64, *LOCAL_BOX]])
+        results.append(sliced_detect(detect, image, cfg, device=device))
+        assert [len(c) for c in detect.calls] == expected
+    np.testing.assert_array_equal(results[0], results[1])
+
+
 def test_one_slice_images_skip_the_full_image_pass():
     detect = ScriptedDetect()
     out = sliced_detect(detect, np.zeros((100, 120, 3), np.uint8), SliceConfig())
@@ -158,7 +172,7 @@ def test_tensor_detections_give_a_tensor_and_bad_answers_are_errors():
     out = sliced_detect(ScriptedDetect(as_tensor=True), np.zeros((700, 900, 3), np.uint8), SliceConfig())
     assert isinstance(out, torch.Tensor) and out.dtype == torch.float32 and len(out) >= 1
     with pytest.raises(ValueError, match="returned 0 results for 5 images"):
-        sliced_detect(lambda images: [], np.zeros((700, 900, 3), np.uint8), SliceConfig())
+        sliced_detect(lambda images: [], np.zeros((700, 900, 3), np.uint8), SliceConfig(batch_size=8))
     with pytest.raises(ValueError, match="HxWx3"):
         sliced_detect(ScriptedDetect(), np.zeros((10, 10), np.uint8), SliceConfig())
 
@@ -167,7 +181,7 @@ def test_real_predictor_plugs_in(small_predictor):
     """DetPredictor.detect_batch is a detect function as it is: it gets the crops (resizing them to the model's
     input size itself) and its rows are shifted into the image and merged."""
     image = scene(320, 560, seed=7)
-    cfg = SliceConfig(size=320, overlap=0.2)
+    cfg = SliceConfig(size=320, overlap=0.2, batch_size=8)
     seen = []
 
     def detect(images):
