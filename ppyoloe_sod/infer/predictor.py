@@ -251,7 +251,7 @@ class DetPredictor:
                                                  cli="-o Predict.max_pixels=N"))
         sources = expand_inputs(input)
         videos = {i: probe_video(s.ref, limit) for i, s in enumerate(sources) if s.kind == "video"}
-        names = distinct_names([(s.input_path, s.page_index) for s in sources])
+        names = distinct_names([(s.input_path, s.page_index) for s in sources], videos=videos)
         counts = [video_cfg.kept(videos[i].frame_count) if i in videos else 1 for i in range(len(sources))]
         total = None if any(i in videos and not videos[i].frame_count for i in range(len(sources))) else sum(counts)
         bar = tqdm(total=total, desc=f"predict {self.model_name}", unit="img",

@@ -17,8 +17,9 @@ import itertools
 import json
 import mimetypes
 import os
+import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 import numpy as np
 from PIL import Image
@@ -80,26 +81,38 @@ def _stem_key(name: str) -> str:
     return Path(name).stem.casefold()
 
 
-def distinct_names(inputs: Sequence[tuple[str | None, int | None]]) -> list[str]:
+def distinct_names(inputs: Sequence[tuple[str | None, int | None]], videos: Collection[int] = ()) -> list[str]:
     """One base name per (input_path, page_index), distinct within the list, deterministic.
 
     PaddleX's name where it is unique; a name already used earlier in the list gets ``-2``, ``-3``, ... after its
-    stem (the first number not taken by any other name in the list), so no result overwrites another.
+    stem (the first number not taken by any other name in the list), so no result overwrites another. The inputs
+    at the positions ``videos`` name their frames' results ``<stem>_<frame>``: such a stem is numbered the same
+    way when another input's name has that form (``clip_3.jpg`` beside ``clip.mp4``: the frames become
+    ``clip-2_<frame>``).
     """
     names = [paddlex_name(path, page) or array_name() for path, page in inputs]
     taken = {_stem_key(n) for n in names}
+    stills = [_stem_key(n) for i, n in enumerate(names) if i not in videos]
     used: set[str] = set()
     out = []
-    for name in names:
-        if _stem_key(name) in used:
+    for i, name in enumerate(names):
+        frames_of = stills if i in videos else []
+        if _clashes(name, used, frames_of):
             stem, suffix = Path(name).stem, Path(name).suffix
             number = 2
-            while _stem_key(f"{stem}-{number}") in taken | used:
+            while _clashes(f"{stem}-{number}", taken | used, frames_of):
                 number += 1
             name = f"{stem}-{number}{suffix}"
         used.add(_stem_key(name))
         out.append(name)
     return out
+
+
+def _clashes(name: str, others: set[str], stills: Sequence[str]) -> bool:
+    """Whether ``name`` would share a stem with ``others``, or its frames (``<stem>_<frame>``) with ``stills``."""
+    key = _stem_key(name)
+    frame = re.compile(re.escape(key) + r"_[0-9]+")
+    return key in others or any(frame.fullmatch(still) for still in stills)
 
 
 class DetResult(dict):

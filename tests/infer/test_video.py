@@ -77,6 +77,25 @@ def test_every_frame_by_default_and_mixed_with_images(boxing_predictor, tmp_path
     assert frame_video_stem(names[2], 1) == "clip-2"
 
 
+def test_frame_names_never_take_an_images_name(boxing_predictor, tmp_path):
+    """clip.mp4's frame 3 would be clip_3, the name of the image clip_3.jpg (and CLIP_1.png's, case aside): the
+    video's frames take the next free stem, clip-2_<frame>, and every result saves under its own name."""
+    clip = make_clip(tmp_path / "clip.mp4", frames=5)
+    for name in ("clip_3.jpg", "CLIP_1.png", "clip-2.png"):
+        cv2.imwrite(str(tmp_path / name), np.zeros((8, 8, 3), np.uint8))
+    inputs = [str(clip), str(tmp_path / "clip_3.jpg"), str(tmp_path / "CLIP_1.png"), str(tmp_path / "clip-2.png")]
+    results = list(boxing_predictor.predict(inputs, batch_size=2))
+    names = [r.save_name for r in results]
+    assert names == [f"clip-3_{i}.mp4" for i in range(5)] + ["clip_3.jpg", "CLIP_1.png", "clip-2.png"]
+    assert {frame_video_stem(n, i) for n, i in zip(names, range(5))} == {"clip-3"}
+    out = tmp_path / "out"
+    saved = {res.save_to_json(out).name for res in results}
+    assert len(saved) == len(results) == len(list(out.iterdir()))
+    # no clash: the frames keep PaddleX's name
+    alone = [r.save_name for r in boxing_predictor.predict([str(clip), str(tmp_path / "clip-2.png")])]
+    assert alone == [f"clip_{i}.mp4" for i in range(5)] + ["clip-2.png"]
+
+
 def test_frames_are_streamed_not_loaded_at_once(boxing_predictor, tmp_path, monkeypatch):
     """Bounded memory: after the first batch only that batch's frames have been decoded."""
     clip = make_clip(tmp_path / "clip.mp4")
