@@ -86,8 +86,9 @@ class _Sweep:
 def _bands(lo: torch.Tensor, hi: torch.Tensor, max_bands: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(first, last) band of each [lo, hi] interval, bands twice the median height over the finite range;
     floor and clamp are monotone, so a point below another never gets a later band."""
-    finite_lo, finite_hi = lo[torch.isfinite(lo)], hi[torch.isfinite(hi)]
-    height = 2 * float(torch.median(hi - lo)) if len(lo) else 0.0
+    finite_lo, finite_hi, extents = lo[torch.isfinite(lo)], hi[torch.isfinite(hi)], hi - lo
+    extents = extents[torch.isfinite(extents)]
+    height = 2 * float(torch.median(extents)) if len(extents) else 0.0
     if len(finite_lo) == 0 or len(finite_hi) == 0 or not 0 < height < float("inf"):
         zeros = torch.zeros(len(lo), dtype=torch.long, device=lo.device)
         return zeros, zeros

@@ -92,11 +92,13 @@ def test_sweep_equals_dense_on_odd_coordinates(monkeypatch, merge_fn, methods):
     rows = torch.from_numpy(odd_rows())
     gapped = rows.clone()
     gapped[:, 2::2] += torch.arange(len(rows))[:, None] % 2 * 0.5  # half-pixel gaps: only +1 closes them
+    stretched = rows.clone()
+    stretched[::2, 5] += 800  # half the boxes tall: too many band copies, the sweep falls back to one band
     results = {}
     for way in ("dense", "sweep"):
         monkeypatch.setattr(merge, "SPARSE_MIN_BOXES", 10 ** 9 if way == "dense" else 0)
         monkeypatch.setattr(merge, "DENSE_FRACTION", 1e9)
-        results[way] = [merge_fn(r, m, metric, thr, agnostic) for r in (rows, gapped) for m in methods
+        results[way] = [merge_fn(r, m, metric, thr, agnostic) for r in (rows, gapped, stretched) for m in methods
                         for metric in ("ios", "iou") for thr in (0.5, 0.25) for agnostic in (False, True)]
     for dense, sweep in zip(results["dense"], results["sweep"]):
         torch.testing.assert_close(sweep, dense, rtol=0, atol=0, equal_nan=True)
