@@ -19,13 +19,7 @@ SIZE = 64
 NATIVE_BF16, NATIVE_WHY = cpu_fast.cpu_bf16_support()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny steps: a second intra-op thread on a shared 2-core machine makes them many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _trainer(amp: str) -> Trainer:

@@ -87,12 +87,7 @@ KILLS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _run(tmp_path: Path, out: Path, resume: str = "-", kill: str = "-") -> subprocess.CompletedProcess:

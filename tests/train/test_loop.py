@@ -19,13 +19,7 @@ from ppyoloe_sod.weights.store import load_safetensors
 from train_synth import CLASSES, make_dataset, tiny_spec
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two shared cores: a second intra-op thread makes these tiny steps ~10x slower, not faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _options(**kw) -> TrainConfig:

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from ppyoloe_sod.errors import ConfigError, WeightsError
 from ppyoloe_sod.train import engine, runner
@@ -18,12 +17,7 @@ from train_synth import make_dataset
 CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "PP-YOLOE_plus_SOD-S.yaml")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _args(tmp_path: Path, *extra: str) -> list[str]:
