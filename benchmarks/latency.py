@@ -4,9 +4,12 @@
     python benchmarks/latency.py --models all          # + SOD-L at 640 and SOD-largesize-L at 1920
     python benchmarks/latency.py --compile             # + torch.compile with freezing (minutes to compile)
     python benchmarks/latency.py --omp-wait-policy     # once per OMP_WAIT_POLICY (unset, PASSIVE), subprocesses
+    python benchmarks/latency.py --profile             # torch.profiler: top ops of fused fp32 and bf16 eager
 
 Paths: ppdet dygraph and Paddle Inference on the exported graph (what PaddleX runs; its graph holds NMS, so it
-has an end-to-end time only), our eager model plain and fused, our CPU fast path (infer/cpu_fast.py: fused,
+has an end-to-end time only), PaddleX's own `create_model(...).predict` on that exported folder and the same
+image written to a PNG, run in PaddleX's virtual environment (PPYOLOE_SOD_PADDLEX_PYTHON, else the newest
+~/.cache/ppyoloe_sod/venv-paddlex-*; skipped without one) after the interleaved rounds, end to end from the file, our eager model plain and fused, our CPU fast path (infer/cpu_fast.py: fused,
 channels-last, fp32 or bf16 weights, eager or compiled), ONNX Runtime fp32, OpenVINO fp32 and bf16 as our
 backends set them, and OpenVINO with no precision hint (its default: bf16 on AMX / AVX512-BF16 CPUs), the
 stand-in for PaddleX's CPU high-performance mode. Paths are timed interleaved (one call of each per round) so
@@ -109,6 +112,57 @@ def paddle_paths(model_name: str, size: tuple[int, int], image: np.ndarray, thre
     return out
 
 
+PADDLEX_DRIVER = """
+import json, statistics, sys, time
+from paddlex import create_model
+args = json.loads(sys.argv[1])
+model = create_model(model_name=args["model_name"], model_dir=args["model_dir"], device="cpu",
+                     engine_config={"run_mode": "paddle", "cpu_threads": args["threads"]})
+times = []
+for round_ in range(args["runs"] + 2):
+    t0 = time.perf_counter()
+    list(model.predict(args["image"], threshold=0.5))
+    if round_ >= 2:
+        times.append((time.perf_counter() - t0) * 1000)
+print("PADDLEX_MS", statistics.median(times))
+"""
+
+
+def paddlex_python() -> Path | None:
+    """PaddleX's python: PPYOLOE_SOD_PADDLEX_PYTHON, else the newest venv scripts/test.sh built, else None."""
+    named = os.environ.get("PPYOLOE_SOD_PADDLEX_PYTHON")
+    if named:
+        return Path(named)
+    built = sorted((Path.home() / ".cache" / "ppyoloe_sod").glob("venv-paddlex-*/bin/python"),
+                   key=lambda python: python.lstat().st_mtime)
+    return built[-1] if built else None
+
+
+def paddlex_predict_ms(model_name: str, model_dir: Path, image: np.ndarray, threads: int, runs: int,
+                       tmp: Path) -> float | None:
+    """Median ms of PaddleX's predict on the exported folder, from a PNG of the same image, in its own venv."""
+    import json
+
+    import cv2
+
+    python = paddlex_python()
+    if python is None or not python.is_file():
+        print(f"(PaddleX predict row skipped: no PaddleX venv ({python or 'none found'}); scripts/test.sh builds it)")
+        return None
+    png = tmp / "image.png"
+    cv2.imwrite(str(png), np.ascontiguousarray(np.round(image[0].transpose(1, 2, 0)[:, :, ::-1] * 255)
+                                              .astype(np.uint8)))
+    args = {"model_name": model_name, "model_dir": str(model_dir), "image": str(png), "threads": threads,
+            "runs": runs}
+    done = subprocess.run([str(python), "-c", PADDLEX_DRIVER, json.dumps(args)], capture_output=True, text=True,
+                          check=False)
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("PADDLEX_MS ")), None)
+    if line is None:
+        print(f"(PaddleX predict row skipped: exit {done.returncode}: {done.stderr.strip()[-500:]})")
+        return None
+    return float(line.split()[1])
+
+
 def openvino_default(onnx: Path, threads: int):
     """OpenVINO with no precision hint: what it picks itself (bf16 where the CPU has it)."""
     import openvino as ov
@@ -188,7 +242,64 @@ def our_paths(ours, x: torch.Tensor, size: tuple[int, int], threads: int, tmp: P
     return out
 
 
-def run_one(key: str, runs: int, compile_: bool, peaks: dict[str, float]) -> None:
+# Op families for the profile's summary: aten op name prefixes -> family (first match wins).
+OP_FAMILIES = (("conv", ("aten::mkldnn_convolution", "aten::convolution", "aten::_convolution", "aten::conv")),
+               ("linear/matmul", ("aten::addmm", "aten::mm", "aten::bmm", "aten::linear", "aten::matmul",
+                                  "aten::baddbmm", "aten::_scaled_dot_product", "aten::_softmax")),
+               ("SiLU", ("aten::silu",)), ("max-pool", ("aten::max_pool", "aten::mkldnn_max_pool")),
+               ("cat", ("aten::cat",)),
+               ("copies/reorders", ("aten::copy_", "aten::clone", "aten::contiguous", "aten::to_mkldnn",
+                                    "aten::_to_copy", "aten::to_dense", "aten::empty_like")))
+
+
+def op_family(name: str) -> str:
+    return next((family for family, prefixes in OP_FAMILIES if name.startswith(prefixes)), "other")
+
+
+def profile_paths(ours, x: torch.Tensor, runs: int, top: int = 12) -> None:
+    """torch.profiler over `runs` calls of our fused fp32 eager and bf16 channels-last eager: top ops by self CPU
+    time and the time per op family, in ms per call."""
+    import copy
+
+    from torch.profiler import ProfilerActivity, profile
+
+    from ppyoloe_sod.infer.cpu_fast import CpuFastBackend, cpu_bf16_support
+
+    fused = copy.deepcopy(ours).fuse()
+
+    def fused_fp32():
+        with torch.inference_mode():
+            return fused(x)
+
+    calls = {"ours fused fp32 (eager, NCHW)": fused_fp32}
+    if cpu_bf16_support()[0]:
+        backend = CpuFastBackend(fused, "bf16")
+        calls["ours fused bf16 channels-last (eager)"] = lambda: backend.run(x)
+    for name, call in calls.items():
+        for _ in range(2):  # warm-up: oneDNN primitive creation and weight reorders
+            call()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            t0 = time.perf_counter()
+            for _ in range(runs):
+                call()
+            wall = (time.perf_counter() - t0) * 1000 / runs
+        events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+        total = sum(e.self_cpu_time_total for e in events) / 1000 / runs
+        print(f"\n{name}: {wall:.1f} ms per call under the profiler ({total:.1f} ms self CPU summed), {runs} calls")
+        print("| op | calls per run | self ms per run | share |\n|---|---:|---:|---:|")
+        for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:top]:
+            ms_ = e.self_cpu_time_total / 1000 / runs
+            print(f"| {e.key} | {e.count // runs} | {ms_:.1f} | {100 * ms_ / total:.0f}% |")
+        families: dict[str, float] = {}
+        for e in events:
+            family = op_family(e.key)
+            families[family] = families.get(family, 0.0) + e.self_cpu_time_total / 1000 / runs
+        print("| family | self ms per run | share |\n|---|---:|---:|")
+        for family, ms_ in sorted(families.items(), key=lambda kv: -kv[1]):
+            print(f"| {family} | {ms_:.1f} | {100 * ms_ / total:.0f}% |", flush=True)
+
+
+def run_one(key: str, runs: int, compile_: bool, peaks: dict[str, float], profile_: bool = False) -> None:
     from ppyoloe_sod.models import load_model
 
     model_name, side = RUNS[key]
@@ -201,8 +312,19 @@ def run_one(key: str, runs: int, compile_: bool, peaks: dict[str, float]) -> Non
         paths = paddle_paths(model_name, size, image, threads, tmp, tmp / "w.pdparams")
         ours = load_model(model_name, tmp / "w.pdparams").eval()
         gflop = network_gflop(ours, x)
+        if profile_:
+            print(f"\n{model_name}, 1x3x{side}x{side}, {gflop:.2f} GFLOP, torch threads {threads}, OMP_WAIT_POLICY "
+                  f"{os.environ.get('OMP_WAIT_POLICY', '(unset)')}")
+            profile_paths(ours, x, runs)
+            return
         paths += our_paths(ours, x, size, threads, tmp, compile_)
         ms = interleaved(paths, runs)
+        if (tmp / "pdx" / "inference.yml").is_file():
+            paddlex_ms = paddlex_predict_ms(model_name, tmp / "pdx", image, threads, runs, tmp)
+            if paddlex_ms is not None:
+                name = "PaddleX predict (from PNG, own process, after the rounds)"
+                paths.insert(1, Path_(name, "fp32", None, lambda: None))
+                ms[(name, "e2e")] = paddlex_ms
     with torch.no_grad():
         candidates = int((ours(x).cls_logits.sigmoid() > 0.01).sum())
     base = ms.get(("Paddle Inference (exported)", "e2e"))
@@ -231,6 +353,8 @@ def main() -> None:
     ap.add_argument("--peak-bf16", type=float, default=1662.0, help="GFLOP/s, bf16 (AMX) convs, all threads")
     ap.add_argument("--omp-wait-policy", action="store_true",
                     help="run everything once per OMP_WAIT_POLICY (unset, PASSIVE), each in its own process")
+    ap.add_argument("--profile", action="store_true",
+                    help="instead of the table: torch.profiler top ops of our fused fp32 and bf16 eager paths")
     args = ap.parse_args()
     if args.omp_wait_policy:  # read once at OpenMP start: a process per setting
         argv = [a for a in sys.argv[1:] if a != "--omp-wait-policy"]
@@ -246,7 +370,7 @@ def main() -> None:
     for key in keys:
         if key not in RUNS:
             sys.exit(f"--models: {key!r} is not one of {', '.join(RUNS)} (or all)")
-        run_one(key, args.runs, args.compile, {"fp32": args.peak_fp32, "bf16": args.peak_bf16})
+        run_one(key, args.runs, args.compile, {"fp32": args.peak_fp32, "bf16": args.peak_bf16}, args.profile)
 
 
 if __name__ == "__main__":
