@@ -144,7 +144,7 @@ def trained_model(path: Path | None, steps: int) -> torch.nn.Module:
     import make_example_figure as fig
 
     if path is None:
-        return fig.train_example_model(steps)
+        return fig.train_predictor(steps).detector
     spec = dataclasses.replace(get_spec("PP-YOLOE_plus_SOD-S").with_classes(fig.CLASSES),
                                input_size=(fig.SIZE, fig.SIZE))
     model = build_model(spec)
