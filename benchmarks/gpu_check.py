@@ -41,7 +41,6 @@ import platform
 import sys
 import tempfile
 import time
-import traceback
 from pathlib import Path
 from typing import Any, Callable
 
@@ -50,7 +49,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_train_check import guarded  # noqa: E402
+from gpu_train_check import failure, guarded  # noqa: E402
 from timing import timed  # noqa: E402
 
 NO_GPU = "no GPU: nothing measured"
@@ -280,26 +279,28 @@ def write_report(out: Path, report: dict[str, Any]) -> None:
     for check in report.get("checks", []):
         lines.append(f"- {'PASS' if check.get('passed', True) else 'FAIL'} {check['name']}: "
                      + ", ".join(f"{k}={v}" for k, v in check.items() if k not in ("name", "passed", "traceback")))
-    rows = report.get("rows", [])
-    if rows:
-        lines += ["", "| path | batch | ms / batch | ms / image | first call s | note |", "|---|---|---|---|---|---|"]
-        for r in rows:
-            if "skipped" in r:
-                lines.append(f"| {r['path']} | {r.get('batch', '')} | | | | skipped: {r['skipped']} |")
-            else:
-                lines.append(f"| {r['path']} | {r['batch']} | {r['ms_per_batch']:.2f} | {r['ms_per_image']:.2f} | "
-                             f"{r['first_call_s']:.1f} | {r.get('note', '')} |")
-    train_rows = report.get("train_rows", [])
-    if train_rows:
-        lines += ["", "| training mode | batch | size | ms / step | images / s | peak GiB |", "|---|---|---|---|---|---|"]
-        for r in train_rows:
-            if "skipped" in r:
-                lines.append(f"| {r['mode']} | | | | | skipped: {r['skipped']} |")
-            else:
-                memory = f"{r['max_memory_gib']:.1f}" if r.get("max_memory_gib") is not None else ""
-                lines.append(f"| {r['mode']} | {r['batch']} | {r['size']} | {r['step_ms']:.1f} | "
-                             f"{r['images_per_s']:.1f} | {memory} |")
+    lines += markdown_table(("path", "batch", "ms / batch", "ms / image", "first call s", "note"),
+                            report.get("rows", []), lambda r: [
+                                r["path"], r["batch"], f"{r['ms_per_batch']:.2f}", f"{r['ms_per_image']:.2f}",
+                                f"{r['first_call_s']:.1f}", r.get("note", "")])
+    lines += markdown_table(("training mode", "batch", "size", "ms / step", "images / s", "peak GiB"),
+                            report.get("train_rows", []), lambda r: [
+                                r["mode"], r["batch"], r["size"], f"{r['step_ms']:.1f}", f"{r['images_per_s']:.1f}",
+                                "" if r.get("max_memory_gib") is None else f"{r['max_memory_gib']:.1f}"])
     (out / "gpu_check.md").write_text("\n".join(lines) + "\n")
+
+
+def markdown_table(header: tuple[str, ...], rows: list[dict[str, Any]], cells: Callable[[dict], list[Any]]
+                   ) -> list[str]:
+    """A markdown table of ``rows`` (none: no lines); a skipped row keeps its name and batch and says why."""
+    if not rows:
+        return []
+    lines = ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        row = cells(r) if "skipped" not in r else [
+            r.get("path", r.get("mode")), r.get("batch", ""), *[""] * (len(header) - 3), f"skipped: {r['skipped']}"]
+        lines.append("| " + " | ".join(str(c) for c in row) + " |")
+    return lines
 
 
 def guarded_row(name: str, batch: int, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -307,8 +308,8 @@ def guarded_row(name: str, batch: int, fn: Callable[[], dict[str, Any]]) -> dict
     try:
         return fn()
     except Exception as e:  # noqa: BLE001
-        return {"path": name, "batch": batch, "skipped": f"failed: {type(e).__name__}: {e}"[:300],
-                "traceback": traceback.format_exc()[-2000:]}
+        error = failure(e)
+        return {"path": name, "batch": batch, "skipped": f"failed: {error['error']}", "traceback": error["traceback"]}
 
 
 def main() -> int:
@@ -357,7 +358,7 @@ def main() -> int:
         try:
             ort_fn = onnxruntime_path(detector, device, args.size, Path(tmp)) if gpu else None
         except Exception as e:  # noqa: BLE001
-            ort_fn, ort_error = None, f"failed: {type(e).__name__}: {e}"[:300]
+            ort_fn, ort_error = None, f"failed: {failure(e)['error']}"
         else:
             ort_error = "onnxruntime with CUDAExecutionProvider not installed" if gpu else "no GPU"
         for batch in batches:
