@@ -37,26 +37,24 @@ for name in sys.argv[1:]:
   exit 1
 fi
 
+# Debian packages some tests need, installed when missing and we may (root with apt-get); otherwise those tests
+# skip and say how to install them. apt_install_missing COMMAND OVERRIDE PACKAGE WHO: nothing when COMMAND is on
+# the PATH or the variable OVERRIDE is set.
+apt_install_missing() {
+  if command -v "$1" >/dev/null 2>&1 || [ -n "${!2:-}" ]; then
+    return 0
+  fi
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$3" >/dev/null
+  else
+    echo "note: $1 is not installed; $4 will skip (apt-get install $3)" >&2
+  fi
+}
 # The demo page's test drives a real headless browser: Debian's chromium through Playwright (whose own browser
-# download is not used). Installed when missing and we may (root with apt-get); otherwise that test skips and
-# says how to install it. PPYOLOE_SOD_CHROMIUM names another binary.
-if ! command -v chromium >/dev/null 2>&1 && [ -z "${PPYOLOE_SOD_CHROMIUM:-}" ]; then
-  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-  else
-    echo "note: chromium is not installed; the demo page's browser test will skip (apt-get install chromium)" >&2
-  fi
-fi
-
-# The Spark batch test runs a local Spark, whose JVM needs Java (17 for Spark 4): Debian's default-jre-headless,
-# installed the same way when missing; otherwise those tests skip and say how to install it.
-if ! command -v java >/dev/null 2>&1 && [ -z "${JAVA_HOME:-}" ]; then
-  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless >/dev/null
-  else
-    echo "note: Java is not installed; the Spark batch tests will skip (apt-get install default-jre-headless)" >&2
-  fi
-fi
+# download is not used); PPYOLOE_SOD_CHROMIUM names another binary.
+apt_install_missing chromium PPYOLOE_SOD_CHROMIUM chromium "the demo page's browser test"
+# The Spark batch test runs a local Spark, whose JVM needs Java (17 for Spark 4).
+apt_install_missing java JAVA_HOME default-jre-headless "the Spark batch tests"
 
 # PaddleX 3.7.2 (end-to-end oracle) pins its own dependencies, so it lives in a venv of its own, kept outside the
 # checkout so that clean clones reuse it. The venv is named after a hash of its exact requirement list: changing

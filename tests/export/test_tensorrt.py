@@ -19,7 +19,8 @@ from ppyoloe_sod.errors import ConfigError, WeightsError
 from ppyoloe_sod.export.config import ExportedModelConfig, write_model_config
 from ppyoloe_sod.export.tensorrt import (BuildPlan, EngineSidecar, RuntimeInfo, ShapeProfile, build_plan,
                                          check_engine_compatible, make_profile, parse_size,
-                                         parse_triple, read_sidecar, sidecar_path, verify_engine_file, write_sidecar)
+                                         parse_triple, read_sidecar, sidecar_path, tensorrt_importable,
+                                         verify_engine_file, write_sidecar)
 from ppyoloe_sod.infer.tensorrt_backend import TensorRTBackend, check_input_shape, torch_dtype
 from ppyoloe_sod.weights.store import sha256_file
 from ppyoloe_sod.zoo import get_spec
@@ -28,16 +29,8 @@ MODEL = "PP-YOLOE_plus_SOD-S"
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "export_trt.py"
 
 
-def _tensorrt_available() -> bool:
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 needs_tensorrt = pytest.mark.skipif(
-    not (_tensorrt_available() and torch.cuda.is_available()),
+    not (tensorrt_importable() and torch.cuda.is_available()),
     reason="needs TensorRT ('import tensorrt' works) and a CUDA GPU; neither the CI machines nor the lent GPU "
            "image have TensorRT, so building and running real engines is untested there")
 
@@ -297,7 +290,7 @@ def fake_onnx_export(tmp_path):
     return folder
 
 
-@pytest.mark.skipif(_tensorrt_available(), reason="checks the message shown where TensorRT is missing")
+@pytest.mark.skipif(tensorrt_importable(), reason="checks the message shown where TensorRT is missing")
 def test_tool_without_tensorrt_says_how_to_install(fake_onnx_export, tmp_path, capsys):
     from export_trt_tool import main
 
