@@ -119,11 +119,16 @@ class SliceConfig:
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any]) -> "SliceConfig":
         """Build from a dict of field names (a YAML section or CLI overrides); unknown keys are a ConfigError."""
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(options) - set(known))
-        if unknown:
-            raise ConfigError(f"unknown slice option(s) {', '.join(map(repr, unknown))}; known: {', '.join(known)}.")
-        return cls(**dict(options))
+        return options_dataclass(cls, options, "slice")
+
+
+def options_dataclass(cls: type, options: Mapping[str, Any], what: str) -> Any:
+    """``cls(**options)`` for a dataclass of options; unknown keys are a ConfigError naming ``what`` and the known."""
+    known = [f.name for f in fields(cls)]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown {what} option(s) {', '.join(map(repr, unknown))}; known: {', '.join(known)}.")
+    return cls(**dict(options))
 
 
 def as_slice_config(value: "SliceConfig | Mapping[str, Any] | None") -> "SliceConfig | None":

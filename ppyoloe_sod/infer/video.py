@@ -17,7 +17,7 @@ import dataclasses
 import logging
 import math
 from contextlib import ExitStack
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, NamedTuple
 
@@ -28,6 +28,7 @@ from ..data.sources import is_video_file
 from ..errors import ConfigError, ImageReadError
 from ..fileio import atomic_path
 from ..imageio import PixelLimit, require_regular_file, to_bgr_uint8
+from .slicing import options_dataclass
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +58,7 @@ class VideoConfig:
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any]) -> "VideoConfig":
         """Build from a dict of field names (a YAML section or CLI overrides); unknown keys are a ConfigError."""
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(options) - set(known))
-        if unknown:
-            raise ConfigError(f"unknown video option(s) {', '.join(map(repr, unknown))}; known: {', '.join(known)}.")
-        return cls(**dict(options))
+        return options_dataclass(cls, options, "video")
 
     def kept(self, frame_count: int) -> int:
         """How many frames of a video of ``frame_count`` frames are kept."""
