@@ -54,3 +54,15 @@ def blind_predictor():
                              ("pedestrian", "car"), (32, 32))
     predictor.detect_batch = _NoDetections()
     return predictor
+
+
+@pytest.fixture
+def sahi_numpy_backend():
+    """SAHI's reference merge backend for the parity tests ('auto' would pick torchvision's NMS on a GPU machine,
+    or numba when present)."""
+    from sahi.postprocess import backends as sahi_backends
+
+    previous = sahi_backends.get_postprocess_backend()
+    sahi_backends.set_postprocess_backend("numpy")
+    yield
+    sahi_backends.set_postprocess_backend(previous)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from sahi.models.base import DetectionModel
-from sahi.postprocess import backends as sahi_backends
 from sahi.predict import get_sliced_prediction
 from sahi.prediction import ObjectPrediction
 from sahi.utils.compatibility import fix_full_shape_list, fix_shift_amount_list
@@ -72,13 +71,7 @@ class PPYOLOESODDetectionModel(DetectionModel):
                                 full_shape=None if height is None else [height, width])
 
 
-@pytest.fixture(autouse=True)
-def sahi_numpy_backend():
-    """SAHI's reference merge backend ('auto' would pick torchvision's NMS on a GPU machine, or numba)."""
-    previous = sahi_backends.get_postprocess_backend()
-    sahi_backends.set_postprocess_backend("numpy")
-    yield
-    sahi_backends.set_postprocess_backend(previous)
+pytestmark = pytest.mark.usefixtures("sahi_numpy_backend")
 
 
 def as_rows(boxes: list[dict]) -> np.ndarray:

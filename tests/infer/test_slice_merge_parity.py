@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 from sahi.models.base import DetectionModel
-from sahi.postprocess import backends as sahi_backends
 from sahi.postprocess.combine import GreedyNMMPostprocess, NMMPostprocess, NMSPostprocess
 from sahi.predict import get_sliced_prediction
 from sahi.prediction import ObjectPrediction
@@ -28,13 +27,7 @@ POSTPROCESS = {"nms": NMSPostprocess, "greedynmm": GreedyNMMPostprocess, "nmm": 
 SAHI_NAMES = {"nms": "NMS", "greedynmm": "GREEDYNMM", "nmm": "NMM"}
 
 
-@pytest.fixture(autouse=True)
-def sahi_numpy_backend():
-    """SAHI's reference backend ('auto' picks torchvision's own IoU NMS on a GPU machine, and numba if present)."""
-    previous = sahi_backends.get_postprocess_backend()
-    sahi_backends.set_postprocess_backend("numpy")
-    yield
-    sahi_backends.set_postprocess_backend(previous)
+pytestmark = pytest.mark.usefixtures("sahi_numpy_backend")
 
 
 def to_sahi(rows: np.ndarray) -> list[ObjectPrediction]:
