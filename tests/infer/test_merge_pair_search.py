@@ -17,7 +17,9 @@ import torch
 from ppyoloe_sod.infer import merge
 from ppyoloe_sod.infer.merge import ppdet_merge, sahi_merge
 from slice_synth import ADVERSARIAL, cluster_rows
-from test_slice_merge_parity import assert_same_merge, sahi_numpy_backend  # noqa: F401  (fixture)
+from test_slice_merge_parity import assert_same_merge
+
+pytestmark = pytest.mark.usefixtures("sahi_numpy_backend")
 
 # More hand-made cases on top of slice_synth's (class, score, x1, y1, x2, y2).
 EXTRA = {
